@@ -1,0 +1,45 @@
+import { SetMetadata, type ExecutionContext } from '@nestjs/common';
+import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
+import { getAlgorithm } from '../algorithms/algorithm-registry.js';
+import type { RateLimitKey } from '../keys/rate-limit-key-resolver.interface.js';
+import { parseRate, type ParsedRate } from '../rules/parse-rate.js';
+
+export const RATE_LIMIT_METADATA = 'rate-limit:limit';
+
+/** `'10/second'`, `'10/second; 1000/day'` or `['10/second', '1000/day']`: all limits must pass. */
+export type RateLimitRate = string | readonly string[];
+
+/** Picks the rate per request, e.g. a higher one for paid plans. Results are parsed once and cached. */
+export type RateLimitRateFunction = (context: ExecutionContext) => RateLimitRate | Promise<RateLimitRate>;
+
+export interface RateLimitOptions {
+  /** Who the request counts against. Defaults to the module's `key`, then the client IP. */
+  key?: RateLimitKey;
+  /** Routes with the same bucket share one budget. Default: one budget per controller method. */
+  bucket?: string;
+  /** Defaults to the module's `algorithm`, which defaults to `fixed-window`. */
+  algorithm?: AlgorithmName;
+}
+
+export interface RateLimitMetadata {
+  readonly rate: readonly ParsedRate[] | RateLimitRateFunction;
+  readonly options: RateLimitOptions;
+}
+
+const BUCKET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * Limits a controller or a handler; a handler's decorator replaces its controller's.
+ * A bad rate string throws here, when the class is defined, never at request time.
+ */
+export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: RateLimitOptions = {}) {
+  if (options.bucket !== undefined && !BUCKET_NAME.test(options.bucket)) {
+    throw new Error(`@RateLimit bucket "${options.bucket}" must be 1-64 characters of A-Z a-z 0-9 _ . -`);
+  }
+  if (options.algorithm !== undefined) getAlgorithm(options.algorithm);
+  const metadata: RateLimitMetadata = {
+    rate: typeof rate === 'function' ? rate : parseRate(rate),
+    options,
+  };
+  return SetMetadata(RATE_LIMIT_METADATA, metadata);
+}

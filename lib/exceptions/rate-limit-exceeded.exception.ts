@@ -1,0 +1,34 @@
+import { HttpException, HttpStatus } from '@nestjs/common';
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+
+export interface RateLimitExceededDetails {
+  /** The rule that denied the request (the one that waits longest when several did). */
+  readonly rule: RateLimitRule;
+  readonly limit: number;
+  readonly remaining: number;
+  readonly retryAfterMs: number;
+  /** ms until the rule's quota is fully restored. */
+  readonly resetMs: number;
+  /** When the rule's quota is fully restored, in ms since the epoch. */
+  readonly resetAt: number;
+}
+
+/** Thrown by the guard for a denied request; {@link RateLimitExceptionFilter} turns it into a 429. */
+export class RateLimitExceededException extends HttpException {
+  /** Whole seconds to wait, at least 1: the `Retry-After` value. */
+  readonly retryAfter: number;
+
+  constructor(
+    readonly details: RateLimitExceededDetails,
+    message = 'Rate limit exceeded',
+    /** Rate-limit headers to send with the 429. */
+    readonly headers: readonly [string, string][] = [],
+  ) {
+    const retryAfter = Math.max(1, Math.ceil(details.retryAfterMs / 1000));
+    super(
+      { statusCode: HttpStatus.TOO_MANY_REQUESTS, error: 'Too Many Requests', message, retryAfter },
+      HttpStatus.TOO_MANY_REQUESTS,
+    );
+    this.retryAfter = retryAfter;
+  }
+}

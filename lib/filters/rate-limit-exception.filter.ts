@@ -1,0 +1,17 @@
+import { Catch, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
+
+/** Answers a denied request: 429, `Retry-After`, the rate-limit headers and a JSON body. */
+@Catch(RateLimitExceededException)
+export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitExceededException> {
+  constructor(private readonly adapterHost: HttpAdapterHost) {}
+
+  catch(exception: RateLimitExceededException, host: ArgumentsHost): void {
+    const adapter = this.adapterHost.httpAdapter;
+    const response = host.switchToHttp().getResponse();
+    for (const [name, value] of exception.headers) adapter.setHeader(response, name, value);
+    adapter.setHeader(response, 'Retry-After', String(exception.retryAfter));
+    adapter.reply(response, exception.getResponse(), exception.getStatus());
+  }
+}

@@ -1,0 +1,89 @@
+import {
+  Inject,
+  Injectable,
+  InternalServerErrorException,
+  Logger,
+  type CanActivate,
+  type ExecutionContext,
+} from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
+import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
+import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
+import type { RoutePlan, RuleSet } from '../rules/route-plan.js';
+import { RoutePlanner } from '../rules/route-planner.js';
+import type { RateLimitResult } from '../storage/rate-limit-decision.js';
+import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
+
+/**
+ * The global guard: route plan → client key → one storage call → headers, or a
+ * {@link RateLimitExceededException}. Stays synchronous whenever every step is.
+ */
+@Injectable()
+export class RateLimitGuard implements CanActivate {
+  private readonly logger = new Logger(RateLimitGuard.name);
+
+  constructor(
+    @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
+    @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
+    private readonly planner: RoutePlanner,
+    private readonly adapterHost: HttpAdapterHost,
+  ) {}
+
+  canActivate(context: ExecutionContext): MaybePromise<boolean> {
+    if (context.getType() !== 'http') return true;
+    return then(this.planner.planFor(context), (plan) => {
+      if (plan.exempt) return true;
+      const { skip } = this.config;
+      return skip ? then(skip(context), (skipped) => skipped || this.limit(plan, context)) : this.limit(plan, context);
+    });
+  }
+
+  private limit(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {
+    return then(this.guarded('key resolver', context, () => plan.keyBase(context)), (base) =>
+      then(this.guarded('rate function', context, () => plan.ruleSet(context)), (rules) => {
+        const checks = rules.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
+        return then(this.storage.check(checks, 1), (result) => this.decide(result, rules, context));
+      }),
+    );
+  }
+
+  private decide(result: RateLimitResult, rules: RuleSet, context: ExecutionContext): true {
+    const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
+    const response = context.switchToHttp().getResponse();
+    for (const [name, value] of headers) this.adapterHost.httpAdapter.setHeader(response, name, value);
+    if (result.allowed) return true;
+    const worst = mostConstraining(result.decisions);
+    throw new RateLimitExceededException(
+      {
+        rule: worst.rule,
+        limit: worst.limit,
+        remaining: worst.remaining,
+        retryAfterMs: worst.retryAfterMs,
+        resetMs: worst.resetMs,
+        resetAt: result.now + worst.resetMs,
+      },
+      this.config.errorMessage,
+      headers,
+    );
+  }
+
+  /**
+   * Runs user code (key resolvers, rate functions). If it fails, the request fails with a 500
+   * and a logged error: an unidentifiable request must never pass unlimited.
+   */
+  private guarded<T>(what: string, context: ExecutionContext, run: () => MaybePromise<T>): MaybePromise<T> {
+    const fail = (error: unknown): never => {
+      const route = `${context.getClass().name}.${context.getHandler().name}`;
+      this.logger.error(`Rate limit ${what} failed on ${route}; the request was refused.`, (error as Error)?.stack ?? String(error));
+      throw new InternalServerErrorException();
+    };
+    try {
+      const value = run();
+      return isPromiseLike(value) ? value.catch(fail) : value;
+    } catch (error) {
+      return fail(error);
+    }
+  }
+}

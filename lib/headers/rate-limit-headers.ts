@@ -1,0 +1,54 @@
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+import type { RateLimitDecision, RateLimitResult } from '../storage/rate-limit-decision.js';
+
+/** `ietf`: RateLimit-Policy and RateLimit (IETF draft); `legacy`: X-RateLimit-*; `both`; or none. */
+export type RateLimitHeaderMode = 'ietf' | 'legacy' | 'both' | false;
+
+export const HEADER_MODES: readonly RateLimitHeaderMode[] = ['ietf', 'legacy', 'both', false];
+
+/** `"<name>";q=<limit>;w=<window s>` per rule: fixed per rule set, so built once at start-up. */
+export function policyHeader(rules: readonly RateLimitRule[]): string {
+  return rules.map((rule) => `"${rule.name}";q=${rule.limit};w=${rule.windowMs / 1000}`).join(', ');
+}
+
+/** A name that is safe inside a structured-field string: printable ASCII without `"` or `\`. */
+export function policyName(raw: string): string {
+  return raw.replace(/[^\x20-\x7e]|["\\]/g, '_');
+}
+
+/** The denied rule that waits longest or, if all passed, the rule with least quota left. */
+export function mostConstraining(decisions: readonly RateLimitDecision[]): RateLimitDecision {
+  let worst = decisions[0];
+  for (let i = 1; i < decisions.length; i++) {
+    const d = decisions[i];
+    const tighter = worst.allowed
+      ? !d.allowed || d.remaining < worst.remaining || (d.remaining === worst.remaining && d.resetMs > worst.resetMs)
+      : !d.allowed && d.retryAfterMs > worst.retryAfterMs;
+    if (tighter) worst = d;
+  }
+  return worst;
+}
+
+/** Seconds until more quota: the retry delay when denied, the reset when allowed. */
+export function secondsUntilQuota(decision: RateLimitDecision): number {
+  return Math.ceil((decision.allowed ? decision.resetMs : decision.retryAfterMs) / 1000);
+}
+
+/** The rate-limit header pairs for one result, in the chosen mode. */
+export function rateLimitHeaders(mode: RateLimitHeaderMode, result: RateLimitResult, policy: string): [string, string][] {
+  if (mode === false) return [];
+  const worst = mostConstraining(result.decisions);
+  const seconds = secondsUntilQuota(worst);
+  const headers: [string, string][] = [];
+  if (mode === 'ietf' || mode === 'both') {
+    headers.push(['RateLimit-Policy', policy], ['RateLimit', `"${worst.rule.name}";r=${worst.remaining};t=${seconds}`]);
+  }
+  if (mode === 'legacy' || mode === 'both') {
+    headers.push(
+      ['X-RateLimit-Limit', String(worst.limit)],
+      ['X-RateLimit-Remaining', String(worst.remaining)],
+      ['X-RateLimit-Reset', String(seconds)],
+    );
+  }
+  return headers;
+}

@@ -1,0 +1,43 @@
+export { RateLimitModule } from './rate-limit.module.js';
+export type { RateLimitModuleOptions, MemoryStorageConfig, RedisStorageConfig } from './rate-limit.options.js';
+export { RATE_LIMIT_MODULE_OPTIONS } from './rate-limit.module-definition.js';
+export { RATE_LIMIT_CONFIG, type RateLimitConfig } from './rate-limit.config.js';
+
+export {
+  RateLimit,
+  RATE_LIMIT_METADATA,
+  type RateLimitOptions,
+  type RateLimitRate,
+  type RateLimitRateFunction,
+  type RateLimitMetadata,
+} from './decorators/rate-limit.decorator.js';
+export { SkipRateLimit, SKIP_RATE_LIMIT_METADATA } from './decorators/skip-rate-limit.decorator.js';
+
+export { RateLimitGuard } from './guards/rate-limit.guard.js';
+export { RateLimitExceededException, type RateLimitExceededDetails } from './exceptions/rate-limit-exceeded.exception.js';
+export { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
+
+export { parseRate, InvalidRateError, type ParsedRate } from './rules/parse-rate.js';
+export type { RateLimitRule } from './rules/rate-limit-rule.js';
+
+export type {
+  RateLimitKeyResolver,
+  RateLimitKeyFunction,
+  RateLimitKey,
+} from './keys/rate-limit-key-resolver.interface.js';
+export { IpKeyResolver } from './keys/ip.key-resolver.js';
+export { HeaderKeyResolver } from './keys/header.key-resolver.js';
+export { UserKeyResolver } from './keys/user.key-resolver.js';
+export { clientIp, normalizeIp } from './keys/client-ip.js';
+
+export {
+  RATE_LIMIT_STORAGE,
+  type RateLimitStorage,
+  type RateLimitCheck,
+} from './storage/rate-limit-storage.interface.js';
+export type { RateLimitDecision, RateLimitResult } from './storage/rate-limit-decision.js';
+export { MemoryStorage, type MemoryStorageOptions } from './storage/memory.storage.js';
+export { RedisStorage, type RedisStorageOptions } from './storage/redis.storage.js';
+
+export type { AlgorithmName } from './algorithms/algorithm.interface.js';
+export type { RateLimitHeaderMode } from './headers/rate-limit-headers.js';

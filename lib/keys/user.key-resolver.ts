@@ -1,0 +1,17 @@
+import type { ExecutionContext } from '@nestjs/common';
+import type { RateLimitKeyResolver } from './rate-limit-key-resolver.interface.js';
+
+/**
+ * Keys by the authenticated user, `req.user.id` unless told otherwise: `new UserKeyResolver('sub')`.
+ * Anonymous requests fall back to the client IP. Needs whatever sets `req.user` to run first
+ * (a middleware, since global guards run before controller guards).
+ */
+export class UserKeyResolver implements RateLimitKeyResolver {
+  constructor(private readonly property = 'id') {}
+
+  resolve(context: ExecutionContext): string | undefined {
+    const user = context.switchToHttp().getRequest<{ user?: Record<string, unknown> | null }>().user;
+    const id = user?.[this.property];
+    return id === undefined || id === null || id === '' ? undefined : `user:${String(id)}`;
+  }
+}

@@ -1,0 +1,45 @@
+import type { ExecutionContext } from '@nestjs/common';
+import type { AlgorithmName } from './algorithms/algorithm.interface.js';
+import { getAlgorithm } from './algorithms/algorithm-registry.js';
+import { HEADER_MODES, type RateLimitHeaderMode } from './headers/rate-limit-headers.js';
+import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
+import type { RateLimitModuleOptions } from './rate-limit.options.js';
+import { parseRate, type ParsedRate } from './rules/parse-rate.js';
+
+/** Injection token of the validated, start-up-parsed module settings. */
+export const RATE_LIMIT_CONFIG = Symbol('RATE_LIMIT_CONFIG');
+
+export interface RateLimitConfig {
+  readonly defaultLimit?: readonly ParsedRate[];
+  readonly key?: RateLimitKey;
+  readonly algorithm: AlgorithmName;
+  readonly keyPrefix: string;
+  readonly headers: RateLimitHeaderMode;
+  readonly errorMessage: string;
+  readonly skip?: (context: ExecutionContext) => boolean | Promise<boolean>;
+}
+
+const KEY_PREFIX = /^[A-Za-z0-9_.:-]{1,32}$/;
+
+/** Validates options once, at start-up, with errors that say what to change. */
+export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitConfig {
+  const keyPrefix = options.keyPrefix ?? 'rl';
+  if (!KEY_PREFIX.test(keyPrefix)) {
+    throw new Error(`RateLimitModule: keyPrefix "${keyPrefix}" must be 1-32 characters of A-Z a-z 0-9 _ . : -`);
+  }
+  const headers = options.headers ?? 'ietf';
+  if (!HEADER_MODES.includes(headers)) {
+    throw new Error(`RateLimitModule: headers must be one of 'ietf', 'legacy', 'both' or false, got ${String(headers)}`);
+  }
+  const algorithm = options.algorithm ?? 'fixed-window';
+  getAlgorithm(algorithm);
+  return {
+    defaultLimit: options.defaultLimit === undefined ? undefined : parseRate(options.defaultLimit),
+    key: options.key,
+    algorithm,
+    keyPrefix,
+    headers,
+    errorMessage: options.errorMessage ?? 'Rate limit exceeded',
+    skip: options.skip,
+  };
+}

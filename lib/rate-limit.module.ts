@@ -1,0 +1,52 @@
+import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { APP_FILTER, APP_GUARD } from '@nestjs/core';
+import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
+import { RateLimitGuard } from './guards/rate-limit.guard.js';
+import { RATE_LIMIT_CONFIG, resolveConfig } from './rate-limit.config.js';
+import {
+  ConfigurableRateLimitModule,
+  RATE_LIMIT_ASYNC_OPTIONS_TYPE,
+  RATE_LIMIT_MODULE_OPTIONS,
+  RATE_LIMIT_OPTIONS_TYPE,
+} from './rate-limit.module-definition.js';
+import type { RateLimitModuleOptions } from './rate-limit.options.js';
+import { RoutePlanner } from './rules/route-planner.js';
+import { createStorage } from './storage/create-storage.js';
+import { RATE_LIMIT_STORAGE } from './storage/rate-limit-storage.interface.js';
+
+const PROVIDERS: Provider[] = [
+  { provide: RATE_LIMIT_CONFIG, useFactory: resolveConfig, inject: [RATE_LIMIT_MODULE_OPTIONS] },
+  {
+    provide: RATE_LIMIT_STORAGE,
+    useFactory: (options: RateLimitModuleOptions) => createStorage(options.storage),
+    inject: [RATE_LIMIT_MODULE_OPTIONS],
+  },
+  RoutePlanner,
+  { provide: APP_GUARD, useClass: RateLimitGuard },
+  { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
+];
+
+/**
+ * Global rate limiting: `RateLimitModule.forRoot({ storage, defaultLimit, ... })`, then
+ * `@RateLimit('10/minute')` on controllers or handlers.
+ */
+@Module({})
+export class RateLimitModule extends ConfigurableRateLimitModule {
+  static forRoot(options: typeof RATE_LIMIT_OPTIONS_TYPE = {}): DynamicModule {
+    resolveConfig(options); // a bad rate string or option fails here, where the app is composed
+    return withProviders(super.forRoot(options));
+  }
+
+  static forRootAsync(options: typeof RATE_LIMIT_ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withProviders(super.forRootAsync(options));
+  }
+}
+
+function withProviders(module: DynamicModule): DynamicModule {
+  return {
+    ...module,
+    global: true,
+    providers: [...(module.providers ?? []), ...PROVIDERS],
+    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG],
+  };
+}

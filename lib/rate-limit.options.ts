@@ -1,0 +1,39 @@
+import type { ExecutionContext } from '@nestjs/common';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import type { AlgorithmName } from './algorithms/algorithm.interface.js';
+import type { RateLimitHeaderMode } from './headers/rate-limit-headers.js';
+import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
+import type { RateLimitStorage } from './storage/rate-limit-storage.interface.js';
+
+export interface MemoryStorageConfig {
+  type: 'memory';
+  /** Hard bound on stored keys (LRU). Default 100,000. */
+  maxKeys?: number;
+}
+
+export interface RedisStorageConfig {
+  type: 'redis';
+  /** A client you own (Redis or Cluster); never closed by the module. */
+  client?: Redis | Cluster;
+  url?: string;
+  options?: RedisOptions;
+}
+
+export interface RateLimitModuleOptions {
+  /** Default `{ type: 'memory' }`. */
+  storage?: RateLimitStorage | MemoryStorageConfig | RedisStorageConfig;
+  /** One budget per client across all routes, checked together with any route limits. */
+  defaultLimit?: string | readonly string[];
+  /** Default key resolver for every limit; the client IP when absent. */
+  key?: RateLimitKey;
+  /** Algorithm of limits that do not name one. Default `fixed-window`. */
+  algorithm?: AlgorithmName;
+  /** Prefix of every storage key. Default `rl`. */
+  keyPrefix?: string;
+  /** Which rate-limit headers to send. Default `ietf`. */
+  headers?: RateLimitHeaderMode;
+  /** `message` of the 429 body. Default `Rate limit exceeded`. */
+  errorMessage?: string;
+  /** Return true to let a request through without counting it. */
+  skip?(context: ExecutionContext): boolean | Promise<boolean>;
+}

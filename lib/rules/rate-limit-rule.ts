@@ -1,0 +1,16 @@
+import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
+
+/** A limit bound to its algorithm and its place in storage, built once at start-up. */
+export interface RateLimitRule {
+  /** Policy name shown in the `RateLimit-Policy` header, e.g. `"QuotesController.getQuote"`. */
+  readonly name: string;
+  /** The rate as written, e.g. `100/minute`. */
+  readonly text: string;
+  readonly limit: number;
+  readonly windowMs: number;
+  readonly algorithm: AlgorithmName;
+  /** Capacity for bucket-like algorithms; `limit` unless configured. */
+  readonly burst: number;
+  /** Storage key after the client's hash tag: `<bucket>:<algorithm code><window>`. */
+  readonly keySuffix: string;
+}

@@ -1,0 +1,153 @@
+import { Inject, Injectable, type ExecutionContext, type Type } from '@nestjs/common';
+import { ModuleRef, Reflector } from '@nestjs/core';
+import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
+import { getAlgorithm } from '../algorithms/algorithm-registry.js';
+import { RATE_LIMIT_METADATA, type RateLimitMetadata, type RateLimitRate } from '../decorators/rate-limit.decorator.js';
+import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
+import { policyHeader, policyName } from '../headers/rate-limit-headers.js';
+import { IpKeyResolver } from '../keys/ip.key-resolver.js';
+import type { RateLimitKey, RateLimitKeyFunction, RateLimitKeyResolver } from '../keys/rate-limit-key-resolver.interface.js';
+import { storageKeyBase } from '../keys/storage-key.js';
+import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
+import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
+import { parseRate, type ParsedRate } from './parse-rate.js';
+import type { RateLimitRule } from './rate-limit-rule.js';
+import type { RoutePlan, RuleSet } from './route-plan.js';
+
+const EXEMPT: RoutePlan = {
+  exempt: true,
+  ruleSet: () => ({ rules: [], policy: '' }),
+  keyBase: () => '',
+};
+
+/** Distinct rate strings a rate function may return per route before the cache starts over. */
+const RATE_CACHE_SIZE = 64;
+
+/**
+ * Turns a route's decorators and the module options into a {@link RoutePlan}, once per route:
+ * rules bound to algorithms and storage keys, the policy header, and the key resolver.
+ */
+@Injectable()
+export class RoutePlanner {
+  private readonly plans = new WeakMap<object, Map<object, MaybePromise<RoutePlan>>>();
+  private readonly ipResolver = new IpKeyResolver();
+
+  constructor(
+    @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
+    private readonly reflector: Reflector,
+    private readonly moduleRef: ModuleRef,
+  ) {}
+
+  planFor(context: ExecutionContext): MaybePromise<RoutePlan> {
+    const controller = context.getClass();
+    const handler = context.getHandler();
+    let byHandler = this.plans.get(controller);
+    if (byHandler === undefined) this.plans.set(controller, (byHandler = new Map()));
+    let plan = byHandler.get(handler);
+    if (plan === undefined) {
+      plan = this.build(controller, handler);
+      byHandler.set(handler, plan);
+      if (isPromiseLike(plan)) {
+        const routes = byHandler;
+        plan.then((ready) => routes.set(handler, ready), () => routes.delete(handler));
+      }
+    }
+    return plan;
+  }
+
+  private build(controller: Type, handler: Function): MaybePromise<RoutePlan> {
+    const targets = [handler, controller];
+    const skipped = this.reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true;
+    const metadata = this.reflector.getAllAndOverride<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, targets);
+    const { defaultLimit } = this.config;
+    if (skipped || (metadata === undefined && defaultLimit === undefined)) return EXEMPT;
+
+    const defaultRules = defaultLimit ? this.bind(defaultLimit, 'default', '*', this.config.algorithm) : [];
+    const ruleSet = metadata
+      ? this.routeRuleSet(metadata, `${controller.name}.${handler.name}`, defaultRules)
+      : constant(ruleSetOf(defaultRules));
+    return then(this.keyFunction(metadata?.options.key ?? this.config.key), (resolve) => ({
+      exempt: false,
+      ruleSet,
+      keyBase: (context: ExecutionContext) =>
+        then(resolve(context), (identity) =>
+          storageKeyBase(this.config.keyPrefix, identity ? String(identity) : this.ipResolver.resolve(context)),
+        ),
+    }));
+  }
+
+  private routeRuleSet(
+    metadata: RateLimitMetadata,
+    routeName: string,
+    defaultRules: readonly RateLimitRule[],
+  ): RoutePlan['ruleSet'] {
+    const bucket = metadata.options.bucket ?? routeName;
+    const algorithm = metadata.options.algorithm ?? this.config.algorithm;
+    const compile = (rates: readonly ParsedRate[]) =>
+      ruleSetOf([...this.bind(rates, bucket, bucket, algorithm), ...defaultRules]);
+    const { rate } = metadata;
+    if (typeof rate !== 'function') return constant(compile(rate));
+
+    // Rate functions return a handful of distinct strings (one per plan tier): parse each once.
+    const cache = new Map<string, RuleSet>();
+    return (context) =>
+      then(rate(context), (value: RateLimitRate) => {
+        const cacheKey = typeof value === 'string' ? value : value.join(';');
+        let ruleSet = cache.get(cacheKey);
+        if (ruleSet === undefined) {
+          if (cache.size >= RATE_CACHE_SIZE) cache.clear();
+          ruleSet = compile(parseRate(value));
+          cache.set(cacheKey, ruleSet);
+        }
+        return ruleSet;
+      });
+  }
+
+  private bind(rates: readonly ParsedRate[], name: string, bucket: string, algorithm: AlgorithmName): RateLimitRule[] {
+    const { code } = getAlgorithm(algorithm);
+    return rates.map((rate) => ({
+      name: policyName(rates.length === 1 ? name : `${name}-${windowLabel(rate.windowMs)}`),
+      text: rate.text,
+      limit: rate.limit,
+      windowMs: rate.windowMs,
+      algorithm,
+      burst: rate.limit,
+      keySuffix: `${bucket}:${code}${rate.windowMs}`,
+    }));
+  }
+
+  /** A key option as a plain function; resolver classes come from DI (or are created once). */
+  private keyFunction(key: RateLimitKey | undefined): MaybePromise<RateLimitKeyFunction> {
+    if (key === undefined) return () => undefined;
+    if (isResolverClass(key)) {
+      let resolver: RateLimitKeyResolver | Promise<RateLimitKeyResolver>;
+      try {
+        resolver = this.moduleRef.get(key, { strict: false });
+      } catch {
+        resolver = this.moduleRef.create(key);
+      }
+      return then(resolver, (instance) => (context) => instance.resolve(context));
+    }
+    if (typeof key === 'function') return key as RateLimitKeyFunction;
+    return (context) => key.resolve(context);
+  }
+}
+
+function isResolverClass(key: RateLimitKey): key is Type<RateLimitKeyResolver> {
+  return typeof key === 'function' && typeof (key.prototype as Partial<RateLimitKeyResolver> | undefined)?.resolve === 'function';
+}
+
+function ruleSetOf(rules: readonly RateLimitRule[]): RuleSet {
+  return { rules, policy: policyHeader(rules) };
+}
+
+function constant<T>(value: T): () => T {
+  return () => value;
+}
+
+function windowLabel(windowMs: number): string {
+  for (const [unit, ms] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000]] as const) {
+    if (windowMs % ms === 0) return `${windowMs / ms}${unit}`;
+  }
+  return `${windowMs / 1000}s`;
+}

@@ -1,0 +1,51 @@
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+
+/** One rule's answer for one request. Headers and the 429 filter read only these fields. */
+export interface RateLimitDecision {
+  readonly rule: RateLimitRule;
+  readonly allowed: boolean;
+  readonly limit: number;
+  /** Quota left after this request (not charged if the check as a whole was denied). */
+  readonly remaining: number;
+  /** 0 when allowed; otherwise ms until the request would pass. */
+  readonly retryAfterMs: number;
+  /** ms until the quota is fully restored. */
+  readonly resetMs: number;
+}
+
+/** The answer for a whole check: admitted only if every rule admits it. */
+export interface RateLimitResult {
+  readonly allowed: boolean;
+  /** Storage time of the decision, in ms since the epoch. */
+  readonly now: number;
+  /** One decision per checked rule, in the order given. */
+  readonly decisions: readonly RateLimitDecision[];
+}
+
+/**
+ * Turns raw per-rule outcomes into the result every storage returns, so memory and Redis
+ * round and settle the all-or-nothing case in exactly one place.
+ */
+export function settleCheck(
+  rules: readonly RateLimitRule[],
+  now: number,
+  cost: number,
+  outcome: (index: number) => readonly [allowed: boolean, remaining: number, retryAfterMs: number, resetMs: number],
+): RateLimitResult {
+  const raw = rules.map((_, i) => outcome(i));
+  const allowed = raw.every(([ruleAllowed]) => ruleAllowed);
+  const decisions = rules.map((rule, i): RateLimitDecision => {
+    const [ruleAllowed, remaining, retryAfterMs, resetMs] = raw[i];
+    // A rule that would have admitted the request was not charged when another rule denied it.
+    const left = ruleAllowed && !allowed ? remaining + cost : remaining;
+    return {
+      rule,
+      allowed: ruleAllowed,
+      limit: rule.limit,
+      remaining: Math.max(0, Math.floor(left)),
+      retryAfterMs: ruleAllowed ? 0 : Math.max(0, Math.ceil(retryAfterMs)),
+      resetMs: Math.max(0, Math.ceil(resetMs)),
+    };
+  });
+  return { allowed, now, decisions };
+}

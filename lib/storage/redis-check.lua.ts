@@ -1,0 +1,41 @@
+import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
+
+/**
+ * One script decides a whole check in one round trip, all or nothing.
+ *
+ * KEYS: one per rule, all inside one hash tag.
+ * ARGV: now (ms, or '' to use the server's TIME), cost, then per rule: algorithm code, limit, window, burst.
+ * Returns: now, then per rule: allowed, remaining, retryAfterMs, resetMs. Commits only if every rule allowed.
+ */
+export const REDIS_CHECK_LUA = `
+local algorithms = {}
+${Object.values(ALGORITHMS)
+  .map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`)
+  .join('\n')}
+
+local now = tonumber(ARGV[1])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+local cost = tonumber(ARGV[2])
+local reply = { now }
+local commits = {}
+local all_allowed = true
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 4
+  local allowed, remaining, retry_after, reset, commit = algorithms[ARGV[at]](
+    KEYS[i], now, tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), cost)
+  if allowed == 0 then all_allowed = false end
+  commits[i] = commit
+  local r = #reply
+  reply[r + 1] = allowed
+  reply[r + 2] = math.floor(remaining)
+  reply[r + 3] = math.ceil(retry_after)
+  reply[r + 4] = math.ceil(reset)
+end
+if all_allowed then
+  for i = 1, #commits do commits[i]() end
+end
+return reply
+`;

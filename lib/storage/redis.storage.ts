@@ -1,0 +1,73 @@
+import type { OnApplicationShutdown } from '@nestjs/common';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
+import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
+import { REDIS_CHECK_LUA } from './redis-check.lua.js';
+import { getAlgorithm } from '../algorithms/algorithm-registry.js';
+
+export interface RedisStorageOptions {
+  /** A client you own: used as given and never closed by the storage. */
+  client?: Redis | Cluster;
+  /** Connection URL, e.g. `redis://localhost:6379`, for a client the storage creates and closes. */
+  url?: string;
+  /** ioredis options for a client the storage creates (merged over `url`). */
+  options?: RedisOptions;
+  /**
+   * Milliseconds since the epoch, for tests that control time. Without it the script reads the
+   * Redis server's `TIME`, so the clocks of app servers never matter.
+   */
+  clock?: () => number;
+}
+
+const COMMAND = 'rateLimitCheck';
+
+type CheckCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<number[]>;
+
+/**
+ * Shared state in Redis or Redis Cluster. Each check is one EVALSHA of one script (ioredis
+ * reloads it on NOSCRIPT), with every key in the client's hash tag so Cluster sees one slot.
+ */
+export class RedisStorage implements RateLimitStorage, OnApplicationShutdown {
+  readonly client: Redis | Cluster;
+  private readonly ownsClient: boolean;
+  private readonly clock?: () => number;
+  private readonly run: CheckCommand;
+
+  constructor(options: RedisStorageOptions = {}) {
+    if (options.client) {
+      this.client = options.client;
+      this.ownsClient = false;
+    } else {
+      const settings: RedisOptions = { enableAutoPipelining: true, ...options.options };
+      this.client = options.url ? new Redis(options.url, settings) : new Redis(settings);
+      this.ownsClient = true;
+    }
+    this.clock = options.clock;
+    this.client.defineCommand(COMMAND, { lua: REDIS_CHECK_LUA });
+    const command = (this.client as unknown as Record<string, CheckCommand>)[COMMAND];
+    this.run = command.bind(this.client);
+  }
+
+  async check(checks: readonly RateLimitCheck[], cost: number): Promise<RateLimitResult> {
+    const args: (string | number)[] = [];
+    for (const { key } of checks) args.push(key);
+    args.push(this.clock ? this.clock() : '', cost);
+    for (const { rule } of checks) {
+      args.push(getAlgorithm(rule.algorithm).code, rule.limit, rule.windowMs, rule.burst);
+    }
+    const reply = await this.run(checks.length, ...args);
+    return settleCheck(
+      checks.map((c) => c.rule),
+      reply[0],
+      cost,
+      (i) => [reply[1 + i * 4] === 1, reply[2 + i * 4], reply[3 + i * 4], reply[4 + i * 4]],
+    );
+  }
+
+  /** Quits the client only if this storage created it. */
+  async onApplicationShutdown(): Promise<void> {
+    if (this.ownsClient && this.client.status !== 'end') {
+      await this.client.quit().catch(() => this.client.disconnect());
+    }
+  }
+}
