@@ -1,0 +1,90 @@
+import { MemoryStorage, type RateLimitCheck, type RateLimitRule } from '../../lib/index.js';
+import { FakeClock } from '../support/fake-clock.js';
+
+const rule = (limit: number, windowMs: number, name = `r${limit}/${windowMs}`): RateLimitRule => ({
+  name,
+  text: `${limit}/${windowMs}ms`,
+  limit,
+  windowMs,
+  algorithm: 'fixed-window',
+  burst: limit,
+  keySuffix: `t:fw${windowMs}`,
+});
+const check = (key: string, r: RateLimitRule): RateLimitCheck => ({ key, rule: r });
+
+describe('MemoryStorage (fixed window)', () => {
+  it('counts within an aligned window and resets when the window ends, without sleeping', () => {
+    const clock = new FakeClock(Date.UTC(2026, 0, 1, 0, 0, 50)); // 10 s before a minute boundary
+    const storage = new MemoryStorage({ clock: clock.now });
+    const minute = rule(3, 60_000);
+    const remaining = [1, 2, 3, 4].map(() => storage.check([check('k', minute)], 1).decisions[0]);
+    expect(remaining.map((d) => [d.allowed, d.remaining])).toEqual([
+      [true, 2],
+      [true, 1],
+      [true, 0],
+      [false, 0],
+    ]);
+    expect(remaining[3].retryAfterMs).toBe(10_000);
+    expect(remaining[0].resetMs).toBe(10_000);
+    clock.advance(9_999);
+    expect(storage.check([check('k', minute)], 1).allowed).toBe(false);
+    clock.advance(1);
+    const fresh = storage.check([check('k', minute)], 1);
+    expect(fresh.allowed).toBe(true);
+    expect(fresh.decisions[0].remaining).toBe(2);
+    expect(fresh.decisions[0].resetMs).toBe(60_000);
+  });
+
+  it('is all or nothing: a denied check charges none of its rules', () => {
+    const clock = new FakeClock();
+    const storage = new MemoryStorage({ clock: clock.now });
+    const wide = rule(10, 60_000);
+    const narrow = rule(1, 1_000);
+    expect(storage.check([check('a', wide), check('b', narrow)], 1).allowed).toBe(true);
+    const denied = storage.check([check('a', wide), check('b', narrow)], 1);
+    expect(denied.allowed).toBe(false);
+    expect(denied.decisions.map((d) => [d.allowed, d.remaining, d.retryAfterMs > 0])).toEqual([
+      [true, 9, false], // would have passed, so it reports the quota it still has
+      [false, 0, true],
+    ]);
+    // the wide rule was not charged by the denied request
+    expect(storage.check([check('a', wide)], 1).decisions[0].remaining).toBe(8);
+  });
+
+  it('keeps separate keys separate', () => {
+    const storage = new MemoryStorage({ clock: new FakeClock().now });
+    const one = rule(1, 60_000);
+    expect(storage.check([check('x', one)], 1).allowed).toBe(true);
+    expect(storage.check([check('y', one)], 1).allowed).toBe(true);
+    expect(storage.check([check('x', one)], 1).allowed).toBe(false);
+  });
+
+  it('never holds more than maxKeys, evicting the least recently charged key', () => {
+    const storage = new MemoryStorage({ clock: new FakeClock().now, maxKeys: 100 });
+    const r = rule(1, 60_000);
+    for (let i = 0; i < 10_000; i++) storage.check([check(`flood-${i}`, r)], 1);
+    expect(storage.size).toBe(100);
+    // the newest keys survive: still limited
+    expect(storage.check([check('flood-9999', r)], 1).allowed).toBe(false);
+    // the oldest was evicted: its state is gone
+    expect(storage.check([check('flood-0', r)], 1).allowed).toBe(true);
+  });
+
+  it('reclaims expired entries as checks go by, with no timer', () => {
+    const clock = new FakeClock();
+    const storage = new MemoryStorage({ clock: clock.now });
+    const second = rule(5, 1_000);
+    for (let i = 0; i < 500; i++) storage.check([check(`idle-${i}`, second)], 1);
+    expect(storage.size).toBe(500);
+    clock.advance(2_000);
+    for (let i = 0; i < 300; i++) storage.check([check('busy', second)], 1);
+    expect(storage.size).toBeLessThanOrEqual(1);
+    storage.reclaim(clock.now() + 5_000);
+    expect(storage.size).toBe(0);
+  });
+
+  it('rejects a maxKeys that is not a positive integer', () => {
+    expect(() => new MemoryStorage({ maxKeys: 0 })).toThrow(/maxKeys must be a positive integer/);
+    expect(() => new MemoryStorage({ maxKeys: 1.5 })).toThrow(/maxKeys/);
+  });
+});
