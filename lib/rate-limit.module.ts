@@ -1,4 +1,4 @@
-import { Module, type DynamicModule, type Provider } from '@nestjs/common';
+import { Inject, Module, type DynamicModule, type OnApplicationShutdown, type Provider } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD } from '@nestjs/core';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
@@ -12,7 +12,7 @@ import {
 import type { RateLimitModuleOptions } from './rate-limit.options.js';
 import { RoutePlanner } from './rules/route-planner.js';
 import { createStorage } from './storage/create-storage.js';
-import { RATE_LIMIT_STORAGE } from './storage/rate-limit-storage.interface.js';
+import { RATE_LIMIT_STORAGE, type RateLimitStorage } from './storage/rate-limit-storage.interface.js';
 
 const PROVIDERS: Provider[] = [
   { provide: RATE_LIMIT_CONFIG, useFactory: resolveConfig, inject: [RATE_LIMIT_MODULE_OPTIONS] },
@@ -31,7 +31,16 @@ const PROVIDERS: Provider[] = [
  * `@RateLimit('10/minute')` on controllers or handlers.
  */
 @Module({})
-export class RateLimitModule extends ConfigurableRateLimitModule {
+export class RateLimitModule extends ConfigurableRateLimitModule implements OnApplicationShutdown {
+  constructor(@Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage) {
+    super();
+  }
+
+  /** Closes only what the storage opened itself: a client you passed in stays yours. */
+  async onApplicationShutdown(): Promise<void> {
+    await this.storage.close?.();
+  }
+
   static forRoot(options: typeof RATE_LIMIT_OPTIONS_TYPE = {}): DynamicModule {
     resolveConfig(options); // a bad rate string or option fails here, where the app is composed
     return withProviders(super.forRoot(options));

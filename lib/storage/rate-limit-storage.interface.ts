@@ -17,4 +17,6 @@ export interface RateLimitCheck {
  */
 export interface RateLimitStorage {
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult>;
+  /** Releases only what the storage opened itself. The module calls it on application shutdown. */
+  close?(): void | Promise<void>;
 }

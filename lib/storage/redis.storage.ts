@@ -1,4 +1,3 @@
-import type { OnApplicationShutdown } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
@@ -27,7 +26,7 @@ type CheckCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Pr
  * Shared state in Redis or Redis Cluster. Each check is one EVALSHA of one script (ioredis
  * reloads it on NOSCRIPT), with every key in the client's hash tag so Cluster sees one slot.
  */
-export class RedisStorage implements RateLimitStorage, OnApplicationShutdown {
+export class RedisStorage implements RateLimitStorage {
   readonly client: Redis | Cluster;
   private readonly ownsClient: boolean;
   private readonly clock?: () => number;
@@ -65,9 +64,12 @@ export class RedisStorage implements RateLimitStorage, OnApplicationShutdown {
   }
 
   /** Quits the client only if this storage created it. */
-  async onApplicationShutdown(): Promise<void> {
-    if (this.ownsClient && this.client.status !== 'end') {
-      await this.client.quit().catch(() => this.client.disconnect());
-    }
+  async close(): Promise<void> {
+    if (!this.ownsClient || this.client.status === 'end') return;
+    if (this.client.status !== 'ready') return this.client.disconnect();
+    // QUIT lets in-flight checks finish; resolve once the socket is really gone.
+    const ended = new Promise<void>((resolve) => this.client.once('end', () => resolve()));
+    await this.client.quit().catch(() => this.client.disconnect());
+    await ended;
   }
 }

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -26,9 +26,7 @@ export async function startRedis(): Promise<TestRedis> {
     clients.push(client);
     return client;
   };
-  const closeClients = async () => {
-    await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
-  };
+  const closeClients = async () => void (await Promise.all(clients.map(closeClient)));
 
   if (process.env.REDIS_URL) {
     const url = process.env.REDIS_URL;
@@ -73,6 +71,15 @@ export async function startRedis(): Promise<TestRedis> {
   };
 }
 
+/** Quits and waits until the socket is really closed, so Jest finds no open handle. */
+export async function closeClient(client: Redis): Promise<void> {
+  if (client.status === 'end') return;
+  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+  if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
+  else client.disconnect();
+  await ended;
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
@@ -89,20 +96,26 @@ async function waitForPing(port: number, server: ChildProcess): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (server.exitCode !== null) throw new Error(`redis-server exited with code ${server.exitCode}. ${HOW_TO_FIX}`);
-    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => undefined);
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return;
-    } catch {
-      probe.disconnect();
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    if (await answersPing(port)) return;
+    await new Promise((r) => setTimeout(r, 50));
   }
   server.kill('SIGKILL');
   throw new Error(`redis-server on port ${port} did not answer within 10 s. ${HOW_TO_FIX}`);
+}
+
+/** A raw PING: an ioredis client that failed to connect keeps the process alive for seconds. */
+export function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (data) => done(data.toString().startsWith('+PONG')));
+  });
 }
 
 export function stopProcess(child: ChildProcess): Promise<void> {

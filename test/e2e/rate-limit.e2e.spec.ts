@@ -1,0 +1,382 @@
+import 'reflect-metadata';
+import { Controller, Get, Inject, Injectable, Module, Post, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import request from 'supertest';
+import {
+  HeaderKeyResolver,
+  RateLimit,
+  RateLimitModule,
+  SkipRateLimit,
+  type RateLimitKeyResolver,
+  type RateLimitModuleOptions,
+} from '../../lib/index.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { createScenarioApp, storageKinds } from '../support/scenario-app.js';
+
+@Injectable()
+class AccountsService {
+  accountFor(token: string | undefined): string | undefined {
+    return token === 'secret-a' ? 'acct-a' : token === 'secret-b' ? 'acct-b' : undefined;
+  }
+}
+
+/** A resolver class with an injected dependency, as users write them. */
+@Injectable()
+class AccountKeyResolver implements RateLimitKeyResolver {
+  constructor(private readonly accounts: AccountsService) {}
+  resolve(context: ExecutionContext): string | undefined {
+    return this.accounts.accountFor(context.switchToHttp().getRequest().headers['x-token']);
+  }
+}
+
+@Controller()
+@RateLimit('3/minute')
+class ScenarioController {
+  @Get('limited')
+  limited() {
+    return { ok: true };
+  }
+
+  @Get('per-second')
+  @RateLimit('2/second')
+  perSecond() {
+    return { ok: true };
+  }
+
+  @Get('stacked')
+  @RateLimit(['2/second', '3/minute'])
+  stacked() {
+    return { ok: true };
+  }
+
+  @Get('free')
+  @SkipRateLimit()
+  free() {
+    return { ok: true };
+  }
+
+  @Get('account')
+  @RateLimit('2/minute', { key: AccountKeyResolver })
+  account() {
+    return { ok: true };
+  }
+
+  @Get('api-key')
+  @RateLimit('2/minute', { key: new HeaderKeyResolver() })
+  apiKey() {
+    return { ok: true };
+  }
+
+  @Get('broken-key')
+  @RateLimit('2/minute', { key: () => { throw new Error('resolver bug'); } })
+  brokenKey() {
+    return { ok: true };
+  }
+
+  @Get('shared-a')
+  @RateLimit('2/minute', { bucket: 'shared' })
+  sharedA() {
+    return { ok: true };
+  }
+
+  @Post('shared-b')
+  @RateLimit('2/minute', { bucket: 'shared' })
+  sharedB() {
+    return { ok: true };
+  }
+}
+
+@Controller('plain')
+class PlainController {
+  @Get()
+  plain() {
+    return { ok: true };
+  }
+}
+
+let redis: TestRedis;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+describe.each(storageKinds(() => redis))('RateLimitModule on $name storage', (kind) => {
+  let app: INestApplication | undefined;
+  let clock: FakeClock;
+
+  beforeEach(async () => {
+    await redis.flush();
+    clock = new FakeClock(Date.UTC(2026, 0, 1, 0, 0, 0, 250));
+  });
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  const start = async (options: RateLimitModuleOptions = {}) => {
+    app = await createScenarioApp([ScenarioController, PlainController], { storage: kind.create(clock), ...options }, {
+      providers: [AccountsService, AccountKeyResolver],
+    });
+    return request(app.getHttpServer());
+  };
+
+  it('answers a denied request with 429, Retry-After, IETF headers and the JSON body', async () => {
+    const http = await start();
+    for (const r of [2, 1, 0]) {
+      const ok = await http.get('/limited').expect(200);
+      expect(ok.headers['ratelimit-policy']).toBe('"ScenarioController.limited";q=3;w=60');
+      expect(ok.headers.ratelimit).toBe(`"ScenarioController.limited";r=${r};t=60`);
+    }
+    const denied = await http.get('/limited').expect(429);
+    expect(denied.body).toEqual({ statusCode: 429, error: 'Too Many Requests', message: 'Rate limit exceeded', retryAfter: 60 });
+    expect(denied.headers['retry-after']).toBe('60');
+    expect(denied.headers.ratelimit).toBe('"ScenarioController.limited";r=0;t=60');
+    expect(denied.headers['ratelimit-policy']).toBe('"ScenarioController.limited";q=3;w=60');
+    expect(denied.headers['content-type']).toMatch(/application\/json/);
+  });
+
+  it('opens the next window when the clock reaches it', async () => {
+    const http = await start();
+    await http.get('/per-second').expect(200);
+    await http.get('/per-second').expect(200);
+    const denied = await http.get('/per-second').expect(429);
+    expect(denied.headers['retry-after']).toBe('1');
+    clock.advance(749);
+    await http.get('/per-second').expect(429);
+    clock.advance(1);
+    const reopened = await http.get('/per-second').expect(200);
+    expect(reopened.headers.ratelimit).toBe('"ScenarioController.perSecond";r=1;t=1');
+  });
+
+  it('sends legacy headers, both sets, or none, and a configured message', async () => {
+    const legacy = await start({ headers: 'legacy', errorMessage: 'Slow down, please' });
+    const ok = await legacy.get('/per-second').expect(200);
+    expect(ok.headers['x-ratelimit-limit']).toBe('2');
+    expect(ok.headers['x-ratelimit-remaining']).toBe('1');
+    expect(ok.headers['x-ratelimit-reset']).toBe('1');
+    expect(ok.headers.ratelimit).toBeUndefined();
+    await legacy.get('/per-second').expect(200);
+    const denied = await legacy.get('/per-second').expect(429);
+    expect(denied.body.message).toBe('Slow down, please');
+    expect(denied.headers['x-ratelimit-remaining']).toBe('0');
+    expect(denied.headers['retry-after']).toBe('1');
+    await app!.close();
+
+    await redis.flush();
+    const both = await start({ headers: 'both' });
+    const all = await both.get('/per-second').expect(200);
+    expect(all.headers.ratelimit).toBeDefined();
+    expect(all.headers['x-ratelimit-limit']).toBe('2');
+    await app!.close();
+
+    await redis.flush();
+    const none = await start({ headers: false });
+    await none.get('/per-second').expect(200);
+    await none.get('/per-second').expect(200);
+    const bare = await none.get('/per-second').expect(429);
+    expect(bare.headers.ratelimit).toBeUndefined();
+    expect(bare.headers['x-ratelimit-limit']).toBeUndefined();
+    expect(bare.headers['retry-after']).toBe('1');
+  });
+
+  it('requires every limit of a route to pass, reporting the tightest', async () => {
+    const http = await start();
+    const first = await http.get('/stacked').expect(200);
+    expect(first.headers['ratelimit-policy']).toBe('"ScenarioController.stacked-1s";q=2;w=1, "ScenarioController.stacked-1m";q=3;w=60');
+    expect(first.headers.ratelimit).toBe('"ScenarioController.stacked-1s";r=1;t=1');
+    await http.get('/stacked').expect(200);
+    await http.get('/stacked').expect(429); // the per-second limit
+    clock.advance(1_000);
+    await http.get('/stacked').expect(200); // third of the minute
+    clock.advance(1_000);
+    const minute = await http.get('/stacked').expect(429);
+    expect(minute.headers.ratelimit).toBe('"ScenarioController.stacked-1m";r=0;t=58');
+    expect(minute.headers['retry-after']).toBe('58');
+  });
+
+  it('checks defaultLimit with route limits all-or-nothing, and exempts skipped routes', async () => {
+    const http = await start({ defaultLimit: '4/minute' });
+    await http.get('/plain').expect(200);
+    await http.get('/per-second').expect(200);
+    await http.get('/per-second').expect(200);
+    // the per-second limit denies: the default budget must not be charged for it
+    const denied = await http.get('/per-second').expect(429);
+    expect(denied.headers['ratelimit-policy']).toBe('"ScenarioController.perSecond";q=2;w=1, "default";q=4;w=60');
+    const ok = await http.get('/plain').expect(200);
+    expect(ok.headers.ratelimit).toBe('"default";r=0;t=60');
+    const exhausted = await http.get('/plain').expect(429);
+    expect(exhausted.headers.ratelimit).toBe('"default";r=0;t=60');
+    // skipped routes are exempt from the default limit too
+    for (let i = 0; i < 5; i++) {
+      const free = await http.get('/free').expect(200);
+      expect(free.headers.ratelimit).toBeUndefined();
+    }
+  });
+
+  it('shares one budget across routes of one bucket', async () => {
+    const http = await start();
+    await http.get('/shared-a').expect(200);
+    await http.post('/shared-b').expect(201);
+    await http.get('/shared-a').expect(429);
+    await http.post('/shared-b').expect(429);
+  });
+
+  it('keys by an injectable resolver class, falling back to the IP', async () => {
+    const http = await start();
+    await http.get('/account').set('x-token', 'secret-a').expect(200);
+    await http.get('/account').set('x-token', 'secret-a').expect(200);
+    await http.get('/account').set('x-token', 'secret-a').expect(429);
+    await http.get('/account').set('x-token', 'secret-b').expect(200);
+    await http.get('/account').set('x-token', 'unknown').expect(200);
+    await http.get('/account').expect(200); // same IP as the unknown token
+    await http.get('/account').expect(429);
+  });
+
+  it('keys by an API-key header, however long or strange', async () => {
+    const http = await start();
+    const huge = 'k'.repeat(10_000);
+    await http.get('/api-key').set('x-api-key', huge).expect(200);
+    await http.get('/api-key').set('x-api-key', huge).expect(200);
+    await http.get('/api-key').set('x-api-key', huge).expect(429);
+    await http.get('/api-key').set('x-api-key', `${huge}!`).expect(200);
+    if (kind.name === 'redis') {
+      const keys = await redis.client().keys('*');
+      expect(keys.length).toBe(2);
+      for (const key of keys) expect(key.length).toBeLessThan(120);
+    }
+  });
+
+  it('refuses with 500 when the key resolver throws, never letting the request through', async () => {
+    const http = await start();
+    const response = await http.get('/broken-key').expect(500);
+    expect(response.body.statusCode).toBe(500);
+  });
+});
+
+describe('RateLimitModule on Redis', () => {
+  let app: INestApplication | undefined;
+  beforeEach(() => redis.flush());
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it('decides each request in one script call, with hash-tagged keys that expire with their window', async () => {
+    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url }, defaultLimit: '100/hour' });
+    const admin = redis.client();
+    await admin.config('RESETSTAT');
+    await request(app.getHttpServer()).get('/stacked').expect(200);
+    const stats = await admin.info('commandstats');
+    const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect(calls('evalsha') + calls('eval')).toBe(1);
+    const keys = (await admin.keys('rl:*')).sort();
+    expect(keys).toEqual([
+      'rl:{ip:127.0.0.1}:*:fw3600000',
+      'rl:{ip:127.0.0.1}:ScenarioController.stacked:fw1000',
+      'rl:{ip:127.0.0.1}:ScenarioController.stacked:fw60000',
+    ]);
+    const ttls = await Promise.all(keys.map((key) => admin.pttl(key)));
+    expect(ttls[0]).toBeGreaterThan(0);
+    expect(ttls[0]).toBeLessThanOrEqual(3_600_000);
+    expect(ttls[1]).toBeLessThanOrEqual(1_000);
+    expect(ttls[2]).toBeLessThanOrEqual(60_000);
+  });
+
+  it('quits a client it created on shutdown, and leaves a client it was given open', async () => {
+    const own = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url } });
+    const given = redis.client();
+    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', client: given } });
+    await request(own.getHttpServer()).get('/limited').expect(200);
+    await request(app.getHttpServer()).get('/limited').expect(200);
+    const { RATE_LIMIT_STORAGE } = await import('../../lib/index.js');
+    const ownClient = (own.get(RATE_LIMIT_STORAGE) as { client: { status: string } }).client;
+    await own.close();
+    expect(['end', 'close']).toContain(ownClient.status);
+    await app.close();
+    app = undefined;
+    expect(given.status).toBe('ready');
+    expect(await given.ping()).toBe('PONG');
+  });
+
+  it('reloads its script after SCRIPT FLUSH', async () => {
+    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url } });
+    await request(app.getHttpServer()).get('/limited').expect(200);
+    await redis.client().script('FLUSH');
+    const after = await request(app.getHttpServer()).get('/limited').expect(200);
+    expect(after.headers.ratelimit).toBe('"ScenarioController.limited";r=1;t=' + after.headers.ratelimit.split('t=')[1]);
+  });
+});
+
+describe('RateLimitModule configuration', () => {
+  @Injectable()
+  class LimitsConfig {
+    readonly rate = '1/minute';
+  }
+  @Module({ providers: [LimitsConfig], exports: [LimitsConfig] })
+  class LimitsConfigModule {}
+
+  it('takes its options from forRootAsync with useFactory and inject', async () => {
+    const { Test } = await import('@nestjs/testing');
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        RateLimitModule.forRootAsync({
+          imports: [LimitsConfigModule],
+          inject: [LimitsConfig],
+          useFactory: (limits: LimitsConfig) => ({ defaultLimit: limits.rate, headers: 'legacy' }),
+        }),
+      ],
+      controllers: [PlainController],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    try {
+      const ok = await request(app.getHttpServer()).get('/plain').expect(200);
+      expect(ok.headers['x-ratelimit-limit']).toBe('1');
+      await request(app.getHttpServer()).get('/plain').expect(429);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('takes its options from forRootAsync with useClass', async () => {
+    const { Test } = await import('@nestjs/testing');
+    @Injectable()
+    class OptionsFactory {
+      constructor(@Inject(LimitsConfig) private readonly limits: LimitsConfig) {}
+      create(): RateLimitModuleOptions {
+        return { defaultLimit: this.limits.rate };
+      }
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [RateLimitModule.forRootAsync({ imports: [LimitsConfigModule], useClass: OptionsFactory })],
+      controllers: [PlainController],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    try {
+      await request(app.getHttpServer()).get('/plain').expect(200);
+      await request(app.getHttpServer()).get('/plain').expect(429);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('fails at start-up, naming the problem, for a bad rate or option', async () => {
+    expect(() => RateLimitModule.forRoot({ defaultLimit: '10 a minute' })).toThrow(/Invalid rate "10 a minute"/);
+    expect(() => RateLimitModule.forRoot({ keyPrefix: 'bad{prefix}' })).toThrow(/keyPrefix/);
+    expect(() => RateLimitModule.forRoot({ headers: 'fancy' as never })).toThrow(/headers must be one of/);
+    expect(() => RateLimitModule.forRoot({ storage: { type: 'etcd' } as never })).not.toThrow(); // checked when built
+    expect(() => RateLimit('100/fortnight')).toThrow(/unknown unit "fortnight"/);
+    expect(() => RateLimit('1/second', { bucket: 'has space' })).toThrow(/bucket/);
+    expect(() => RateLimit('1/second', { algorithm: 'magic' as never })).toThrow(/Unknown rate-limit algorithm "magic"/);
+
+    const { Test } = await import('@nestjs/testing');
+    await expect(
+      Test.createTestingModule({
+        imports: [RateLimitModule.forRootAsync({ useFactory: () => ({ defaultLimit: 'lots/minute' }) })],
+      }).compile(),
+    ).rejects.toThrow(/Invalid rate "lots\/minute"/);
+  });
+});
