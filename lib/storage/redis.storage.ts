@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
@@ -19,6 +20,7 @@ export interface RedisStorageOptions {
 }
 
 const COMMAND = 'rateLimitCheck';
+const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<number[]>;
 
@@ -37,9 +39,11 @@ export class RedisStorage implements RateLimitStorage {
       this.client = options.client;
       this.ownsClient = false;
     } else {
-      const settings: RedisOptions = { enableAutoPipelining: true, ...options.options };
+      // A limiter must answer fast: fail a command after one retry instead of ioredis's twenty.
+      const settings: RedisOptions = { enableAutoPipelining: true, maxRetriesPerRequest: 1, ...options.options };
       this.client = options.url ? new Redis(options.url, settings) : new Redis(settings);
       this.ownsClient = true;
+      reportErrorsOncePerOutage(this.client);
     }
     this.clock = options.clock;
     this.client.defineCommand(COMMAND, { lua: REDIS_CHECK_LUA });
@@ -72,4 +76,17 @@ export class RedisStorage implements RateLimitStorage {
     await this.client.quit().catch(() => this.client.disconnect());
     await ended;
   }
+}
+
+/** One warning per outage rather than one per reconnect attempt (and no "unhandled error event"). */
+function reportErrorsOncePerOutage(client: Redis): void {
+  let reported = false;
+  client.on('error', (error: Error) => {
+    if (reported) return;
+    reported = true;
+    logger.warn(`Redis connection error: ${error.message}. Rate-limit checks fail until it is back.`);
+  });
+  client.on('ready', () => {
+    reported = false;
+  });
 }

@@ -1,0 +1,34 @@
+import { Module, type DynamicModule, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import { RateLimitModule, type RateLimitModuleOptions } from '../lib/index.js';
+import { AuthController } from './auth/auth.controller.js';
+import { HealthController } from './health/health.controller.js';
+import { ItemsController } from './items/items.controller.js';
+import { QuotesController } from './quotes/quotes.controller.js';
+import { QuotesService } from './quotes/quotes.service.js';
+import { UserDataController } from './user-data/user-data.controller.js';
+import { UserIdKeyResolver } from './user-data/user-id.key-resolver.js';
+import { AuthMiddleware } from './users/auth.middleware.js';
+import { UsersService } from './users/users.service.js';
+
+export interface AppModuleOptions {
+  /** Where rate-limit counters live; in memory unless told otherwise. */
+  storage?: RateLimitModuleOptions['storage'];
+}
+
+@Module({})
+export class AppModule implements NestModule {
+  /** A dynamic module so the storage is chosen by whoever starts the app: main.ts or a test. */
+  static register(options: AppModuleOptions = {}): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' } })],
+      controllers: [QuotesController, AuthController, ItemsController, UserDataController, HealthController],
+      // UserIdKeyResolver is a provider so the rate-limit guard gets it, with UsersService, from DI.
+      providers: [UsersService, QuotesService, UserIdKeyResolver],
+    };
+  }
+
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(AuthMiddleware).forRoutes('*');
+  }
+}

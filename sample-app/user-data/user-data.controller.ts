@@ -1,0 +1,13 @@
+import { Controller, Get, Req } from '@nestjs/common';
+import { RateLimit } from '../../lib/index.js';
+import type { UserRequest } from '../users/user.interface.js';
+import { UserIdKeyResolver } from './user-id.key-resolver.js';
+
+@Controller('user_data')
+export class UserDataController {
+  @Get()
+  @RateLimit('10/minute', { key: UserIdKeyResolver })
+  getUserData(@Req() request: UserRequest): { message: string } {
+    return { message: request.user ? `Data for user ${request.user.id}` : 'Data for anonymous user' };
+  }
+}
