@@ -1,9 +1,19 @@
 import type { AlgorithmName, RateLimitAlgorithm } from './algorithm.interface.js';
 import { fixedWindow } from './fixed-window.algorithm.js';
+import { gcra } from './gcra.algorithm.js';
+import { leakyBucket } from './leaky-bucket.algorithm.js';
+import { slidingWindowCounter } from './sliding-window-counter.algorithm.js';
+import { slidingWindowLog } from './sliding-window-log.algorithm.js';
+import { tokenBucket } from './token-bucket.algorithm.js';
 
 /** Every algorithm, by name. A new algorithm is one entry here plus its own pair of files. */
 export const ALGORITHMS: Readonly<Record<AlgorithmName, RateLimitAlgorithm>> = {
   'fixed-window': fixedWindow as RateLimitAlgorithm,
+  'sliding-window-log': slidingWindowLog as RateLimitAlgorithm,
+  'sliding-window-counter': slidingWindowCounter as RateLimitAlgorithm,
+  'token-bucket': tokenBucket as RateLimitAlgorithm,
+  'leaky-bucket': leakyBucket as RateLimitAlgorithm,
+  gcra: gcra as RateLimitAlgorithm,
 };
 
 export const ALGORITHM_NAMES = Object.keys(ALGORITHMS) as AlgorithmName[];

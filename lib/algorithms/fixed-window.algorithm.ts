@@ -1,4 +1,4 @@
-import type { AlgorithmOutcome, AlgorithmRule, AlgorithmState, RateLimitAlgorithm } from './algorithm.interface.js';
+import type { AlgorithmOutcome, AlgorithmState, RateLimitAlgorithm } from './algorithm.interface.js';
 import { FIXED_WINDOW_LUA } from './fixed-window.lua.js';
 
 interface FixedWindowState extends AlgorithmState {
@@ -10,26 +10,21 @@ interface FixedWindowState extends AlgorithmState {
 export const fixedWindow: RateLimitAlgorithm<FixedWindowState> = {
   name: 'fixed-window',
   code: 'fw',
+  usesBurst: false,
   lua: FIXED_WINDOW_LUA,
-  check(state, now, rule: AlgorithmRule, cost): AlgorithmOutcome<FixedWindowState> {
-    const windowEnd = now - (now % rule.windowMs) + rule.windowMs;
+  check(state, now, { limit, windowMs }, cost): AlgorithmOutcome<FixedWindowState> {
+    const windowEnd = now - (now % windowMs) + windowMs;
     const count = state !== undefined && state.expiresAt === windowEnd ? state.count : 0;
     const resetMs = windowEnd - now;
-    if (count + cost <= rule.limit) {
+    if (count + cost <= limit) {
       return {
         allowed: true,
-        remaining: rule.limit - count - cost,
+        remaining: limit - count - cost,
         retryAfterMs: 0,
         resetMs,
         next: { count: count + cost, expiresAt: windowEnd },
       };
     }
-    return {
-      allowed: false,
-      remaining: rule.limit - count,
-      retryAfterMs: resetMs,
-      resetMs,
-      next: { count, expiresAt: windowEnd },
-    };
+    return { allowed: false, remaining: limit - count, retryAfterMs: resetMs, resetMs };
   },
 };

@@ -1,4 +1,4 @@
-/** Redis twin of `fixed-window.algorithm.ts`: hash { e = window end (ms), c = count }. */
+/** Redis twin of `fixed-window.algorithm.ts`: hash { e = window end, c = count }. */
 export const FIXED_WINDOW_LUA = `function(key, now, limit, window, burst, cost)
   local window_end = now - (now % window) + window
   local state = redis.call('HMGET', key, 'e', 'c')
@@ -7,8 +7,8 @@ export const FIXED_WINDOW_LUA = `function(key, now, limit, window, burst, cost)
   local reset = window_end - now
   if count + cost <= limit then
     return 1, limit - count - cost, 0, reset, function()
-      redis.call('HSET', key, 'e', window_end, 'c', count + cost)
-      redis.call('PEXPIRE', key, reset)
+      redis.call('HSET', key, 'e', num(window_end), 'c', num(count + cost))
+      redis.call('PEXPIREAT', key, num(window_end))
     end
   end
   return 0, limit - count, reset, reset, nil

@@ -19,7 +19,16 @@ export interface RateLimitOptions {
   bucket?: string;
   /** Defaults to the module's `algorithm`, which defaults to `fixed-window`. */
   algorithm?: AlgorithmName;
+  /**
+   * Capacity of `token-bucket`, `leaky-bucket` and `gcra` (how many units may come at once);
+   * each limit's own count when absent. Window algorithms ignore it.
+   */
+  burst?: number;
+  /** Units one request uses, default 1: a number or a function of the request. */
+  cost?: number | RateLimitCostFunction;
 }
+
+export type RateLimitCostFunction = (context: ExecutionContext) => number | Promise<number>;
 
 export interface RateLimitMetadata {
   readonly rate: readonly ParsedRate[] | RateLimitRateFunction;
@@ -37,9 +46,18 @@ export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: 
     throw new Error(`@RateLimit bucket "${options.bucket}" must be 1-64 characters of A-Z a-z 0-9 _ . -`);
   }
   if (options.algorithm !== undefined) getAlgorithm(options.algorithm);
+  if (options.burst !== undefined) assertUnits('burst', options.burst);
+  if (typeof options.cost === 'number') assertUnits('cost', options.cost);
   const metadata: RateLimitMetadata = {
     rate: typeof rate === 'function' ? rate : parseRate(rate),
     options,
   };
   return SetMetadata(RATE_LIMIT_METADATA, metadata);
+}
+
+/** Costs and bursts count whole units. */
+export function assertUnits(what: 'burst' | 'cost', value: unknown): asserts value is number {
+  if (!Number.isSafeInteger(value) || (value as number) < 1) {
+    throw new Error(`@RateLimit ${what} must be a positive integer, got ${String(value)}`);
+  }
 }

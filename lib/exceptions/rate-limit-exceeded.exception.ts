@@ -6,17 +6,20 @@ export interface RateLimitExceededDetails {
   readonly rule: RateLimitRule;
   readonly limit: number;
   readonly remaining: number;
+  /** `Infinity` when the request costs more than the rule can ever admit. */
   readonly retryAfterMs: number;
   /** ms until the rule's quota is fully restored. */
   readonly resetMs: number;
   /** When the rule's quota is fully restored, in ms since the epoch. */
   readonly resetAt: number;
+  /** Units the request would have used. */
+  readonly cost: number;
 }
 
 /** Thrown by the guard for a denied request; {@link RateLimitExceptionFilter} turns it into a 429. */
 export class RateLimitExceededException extends HttpException {
-  /** Whole seconds to wait, at least 1: the `Retry-After` value. */
-  readonly retryAfter: number;
+  /** Whole seconds to wait, at least 1: the `Retry-After` value. `null` if waiting cannot help. */
+  readonly retryAfter: number | null;
 
   constructor(
     readonly details: RateLimitExceededDetails,
@@ -24,7 +27,7 @@ export class RateLimitExceededException extends HttpException {
     /** Rate-limit headers to send with the 429. */
     readonly headers: readonly [string, string][] = [],
   ) {
-    const retryAfter = Math.max(1, Math.ceil(details.retryAfterMs / 1000));
+    const retryAfter = Number.isFinite(details.retryAfterMs) ? Math.max(1, Math.ceil(details.retryAfterMs / 1000)) : null;
     super(
       { statusCode: HttpStatus.TOO_MANY_REQUESTS, error: 'Too Many Requests', message, retryAfter },
       HttpStatus.TOO_MANY_REQUESTS,

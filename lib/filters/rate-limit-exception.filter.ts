@@ -2,7 +2,10 @@ import { Catch, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common'
 import { HttpAdapterHost } from '@nestjs/core';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 
-/** Answers a denied request: 429, `Retry-After`, the rate-limit headers and a JSON body. */
+/**
+ * Answers a denied request: 429, `Retry-After`, the rate-limit headers and a JSON body. A request
+ * that costs more than a limit can ever admit gets no `Retry-After`: waiting would not help.
+ */
 @Catch(RateLimitExceededException)
 export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitExceededException> {
   constructor(private readonly adapterHost: HttpAdapterHost) {}
@@ -11,7 +14,7 @@ export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitExceed
     const adapter = this.adapterHost.httpAdapter;
     const response = host.switchToHttp().getResponse();
     for (const [name, value] of exception.headers) adapter.setHeader(response, name, value);
-    adapter.setHeader(response, 'Retry-After', String(exception.retryAfter));
+    if (exception.retryAfter !== null) adapter.setHeader(response, 'Retry-After', String(exception.retryAfter));
     adapter.reply(response, exception.getResponse(), exception.getStatus());
   }
 }

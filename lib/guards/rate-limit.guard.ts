@@ -41,15 +41,18 @@ export class RateLimitGuard implements CanActivate {
   }
 
   private limit(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {
+    const { cost } = plan;
     return then(this.guarded('key resolver', context, () => plan.keyBase(context)), (base) =>
-      then(this.guarded('rate function', context, () => plan.ruleSet(context)), (rules) => {
-        const checks = rules.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
-        return then(this.storage.check(checks, 1), (result) => this.decide(result, rules, context));
-      }),
+      then(this.guarded('rate function', context, () => plan.ruleSet(context)), (rules) =>
+        then(typeof cost === 'number' ? cost : this.guarded('cost function', context, () => cost(context)), (units) => {
+          const checks = rules.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
+          return then(this.storage.check(checks, units), (result) => this.decide(result, rules, units, context));
+        }),
+      ),
     );
   }
 
-  private decide(result: RateLimitResult, rules: RuleSet, context: ExecutionContext): true {
+  private decide(result: RateLimitResult, rules: RuleSet, cost: number, context: ExecutionContext): true {
     const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
     const response = context.switchToHttp().getResponse();
     for (const [name, value] of headers) this.adapterHost.httpAdapter.setHeader(response, name, value);
@@ -63,8 +66,11 @@ export class RateLimitGuard implements CanActivate {
         retryAfterMs: worst.retryAfterMs,
         resetMs: worst.resetMs,
         resetAt: result.now + worst.resetMs,
+        cost,
       },
-      this.config.errorMessage,
+      worst.retryAfterMs === Infinity
+        ? `${this.config.errorMessage}: this request costs ${cost}, more than the ${worst.rule.capacity} that "${worst.rule.name}" can ever admit`
+        : this.config.errorMessage,
       headers,
     );
   }

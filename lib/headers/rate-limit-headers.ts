@@ -29,9 +29,10 @@ export function mostConstraining(decisions: readonly RateLimitDecision[]): RateL
   return worst;
 }
 
-/** Seconds until more quota: the retry delay when denied, the reset when allowed. */
+/** Seconds until more quota: the retry delay when denied, the reset when allowed (or when waiting cannot help). */
 export function secondsUntilQuota(decision: RateLimitDecision): number {
-  return Math.ceil((decision.allowed ? decision.resetMs : decision.retryAfterMs) / 1000);
+  const wait = decision.allowed || decision.retryAfterMs === Infinity ? decision.resetMs : decision.retryAfterMs;
+  return Math.ceil(wait / 1000);
 }
 
 /** The rate-limit header pairs for one result, in the chosen mode. */

@@ -11,6 +11,8 @@ export interface RateLimitRule {
   readonly algorithm: AlgorithmName;
   /** Capacity for bucket-like algorithms; `limit` unless configured. */
   readonly burst: number;
+  /** The most one request may cost: `burst` for bucket-like algorithms, `limit` otherwise. */
+  readonly capacity: number;
   /** Storage key after the client's hash tag: `<bucket>:<algorithm code><window>`. */
   readonly keySuffix: string;
 }

@@ -13,6 +13,8 @@ export interface RoutePlan {
   /** `@SkipRateLimit()`, or no limit applies at all. */
   readonly exempt: boolean;
   readonly ruleSet: (context: ExecutionContext) => MaybePromise<RuleSet>;
+  /** Units this request uses: a constant, or computed per request. */
+  readonly cost: number | ((context: ExecutionContext) => MaybePromise<number>);
   /** The storage key base of the client: `<prefix>:{<identity>}:`. */
   readonly keyBase: (context: ExecutionContext) => MaybePromise<string>;
 }

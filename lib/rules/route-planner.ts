@@ -1,15 +1,20 @@
 import { Inject, Injectable, type ExecutionContext, type Type } from '@nestjs/common';
 import { ModuleRef, Reflector } from '@nestjs/core';
-import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
-import { getAlgorithm } from '../algorithms/algorithm-registry.js';
-import { RATE_LIMIT_METADATA, type RateLimitMetadata, type RateLimitRate } from '../decorators/rate-limit.decorator.js';
+import {
+  assertUnits,
+  RATE_LIMIT_METADATA,
+  type RateLimitMetadata,
+  type RateLimitOptions,
+  type RateLimitRate,
+} from '../decorators/rate-limit.decorator.js';
 import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
-import { policyHeader, policyName } from '../headers/rate-limit-headers.js';
+import { policyHeader } from '../headers/rate-limit-headers.js';
 import { IpKeyResolver } from '../keys/ip.key-resolver.js';
 import type { RateLimitKey, RateLimitKeyFunction, RateLimitKeyResolver } from '../keys/rate-limit-key-resolver.interface.js';
 import { storageKeyBase } from '../keys/storage-key.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
+import { bindRules } from './bind-rules.js';
 import { parseRate, type ParsedRate } from './parse-rate.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
 import type { RoutePlan, RuleSet } from './route-plan.js';
@@ -17,6 +22,7 @@ import type { RoutePlan, RuleSet } from './route-plan.js';
 const EXEMPT: RoutePlan = {
   exempt: true,
   ruleSet: () => ({ rules: [], policy: '' }),
+  cost: 0,
   keyBase: () => '',
 };
 
@@ -62,13 +68,16 @@ export class RoutePlanner {
     const { defaultLimit } = this.config;
     if (skipped || (metadata === undefined && defaultLimit === undefined)) return EXEMPT;
 
-    const defaultRules = defaultLimit ? this.bind(defaultLimit, 'default', '*', this.config.algorithm) : [];
+    const defaultRules = defaultLimit
+      ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })
+      : [];
     const ruleSet = metadata
       ? this.routeRuleSet(metadata, `${controller.name}.${handler.name}`, defaultRules)
       : constant(ruleSetOf(defaultRules));
     return then(this.keyFunction(metadata?.options.key ?? this.config.key), (resolve) => ({
       exempt: false,
       ruleSet,
+      cost: costOf(metadata?.options.cost),
       keyBase: (context: ExecutionContext) =>
         then(resolve(context), (identity) =>
           storageKeyBase(this.config.keyPrefix, identity ? String(identity) : this.ipResolver.resolve(context)),
@@ -81,10 +90,9 @@ export class RoutePlanner {
     routeName: string,
     defaultRules: readonly RateLimitRule[],
   ): RoutePlan['ruleSet'] {
-    const bucket = metadata.options.bucket ?? routeName;
-    const algorithm = metadata.options.algorithm ?? this.config.algorithm;
+    const { bucket = routeName, algorithm = this.config.algorithm, burst } = metadata.options;
     const compile = (rates: readonly ParsedRate[]) =>
-      ruleSetOf([...this.bind(rates, bucket, bucket, algorithm), ...defaultRules]);
+      ruleSetOf([...bindRules(rates, { name: bucket, bucket, algorithm, burst }), ...defaultRules]);
     const { rate } = metadata;
     if (typeof rate !== 'function') return constant(compile(rate));
 
@@ -101,19 +109,6 @@ export class RoutePlanner {
         }
         return ruleSet;
       });
-  }
-
-  private bind(rates: readonly ParsedRate[], name: string, bucket: string, algorithm: AlgorithmName): RateLimitRule[] {
-    const { code } = getAlgorithm(algorithm);
-    return rates.map((rate) => ({
-      name: policyName(rates.length === 1 ? name : `${name}-${windowLabel(rate.windowMs)}`),
-      text: rate.text,
-      limit: rate.limit,
-      windowMs: rate.windowMs,
-      algorithm,
-      burst: rate.limit,
-      keySuffix: `${bucket}:${code}${rate.windowMs}`,
-    }));
   }
 
   /** A key option as a plain function; resolver classes come from DI (or are created once). */
@@ -145,9 +140,11 @@ function constant<T>(value: T): () => T {
   return () => value;
 }
 
-function windowLabel(windowMs: number): string {
-  for (const [unit, ms] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000]] as const) {
-    if (windowMs % ms === 0) return `${windowMs / ms}${unit}`;
-  }
-  return `${windowMs / 1000}s`;
+function costOf(cost: RateLimitOptions['cost']): RoutePlan['cost'] {
+  if (typeof cost !== 'function') return cost ?? 1;
+  return (context) =>
+    then(cost(context), (units) => {
+      assertUnits('cost', units);
+      return units;
+    });
 }

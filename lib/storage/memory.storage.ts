@@ -51,7 +51,7 @@ export class MemoryStorage implements RateLimitStorage {
       outcomes.push(outcome);
     }
     if (allowed) {
-      for (let i = 0; i < checks.length; i++) this.store(checks[i].key, outcomes[i].next);
+      for (let i = 0; i < checks.length; i++) this.store(checks[i].key, outcomes[i].next!);
     }
     return settleCheck(
       checks.map((c) => c.rule),

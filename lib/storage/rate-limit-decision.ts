@@ -7,7 +7,7 @@ export interface RateLimitDecision {
   readonly limit: number;
   /** Quota left after this request (not charged if the check as a whole was denied). */
   readonly remaining: number;
-  /** 0 when allowed; otherwise ms until the request would pass. */
+  /** 0 when allowed; otherwise ms until the request would pass: `Infinity` if its cost exceeds the rule's capacity. */
   readonly retryAfterMs: number;
   /** ms until the quota is fully restored. */
   readonly resetMs: number;
@@ -38,12 +38,14 @@ export function settleCheck(
     const [ruleAllowed, remaining, retryAfterMs, resetMs] = raw[i];
     // A rule that would have admitted the request was not charged when another rule denied it.
     const left = ruleAllowed && !allowed ? remaining + cost : remaining;
+    let wait = 0;
+    if (!ruleAllowed) wait = cost > rule.capacity ? Infinity : Math.max(0, Math.ceil(retryAfterMs));
     return {
       rule,
       allowed: ruleAllowed,
       limit: rule.limit,
       remaining: Math.max(0, Math.floor(left)),
-      retryAfterMs: ruleAllowed ? 0 : Math.max(0, Math.ceil(retryAfterMs)),
+      retryAfterMs: wait,
       resetMs: Math.max(0, Math.ceil(resetMs)),
     };
   });

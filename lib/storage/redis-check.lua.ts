@@ -5,9 +5,13 @@ import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
  *
  * KEYS: one per rule, all inside one hash tag.
  * ARGV: now (ms, or '' to use the server's TIME), cost, then per rule: algorithm code, limit, window, burst.
- * Returns: now, then per rule: allowed, remaining, retryAfterMs, resetMs. Commits only if every rule allowed.
+ * Returns: now, then per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs).
+ * Commits only if every rule allowed.
  */
 export const REDIS_CHECK_LUA = `
+-- Fractions are stored with 17 significant digits, so they read back as the same double.
+local function num(value) return string.format('%.17g', value) end
+
 local algorithms = {}
 ${Object.values(ALGORITHMS)
   .map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`)

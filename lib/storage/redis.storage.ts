@@ -14,7 +14,8 @@ export interface RedisStorageOptions {
   options?: RedisOptions;
   /**
    * Milliseconds since the epoch, for tests that control time. Without it the script reads the
-   * Redis server's `TIME`, so the clocks of app servers never matter.
+   * Redis server's `TIME`, so the clocks of app servers never matter. Keys expire at absolute
+   * times by the server's clock, so an injected clock must never run behind it.
    */
   clock?: () => number;
 }

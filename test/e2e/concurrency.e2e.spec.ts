@@ -28,7 +28,7 @@ describe('two app instances sharing one Redis', () => {
 
   it('admit exactly the limit out of 200 concurrent requests', async () => {
     // A fixed clock keeps all 200 requests inside one window however slow the machine is.
-    const clock = new FakeClock(Date.UTC(2026, 0, 1, 12, 30));
+    const clock = new FakeClock(Date.UTC(2030, 0, 1, 12, 30));
     const urls: string[] = [];
     for (let i = 0; i < 2; i++) {
       const app = await createScenarioApp([QuotaController], { storage: new RedisStorage({ url: redis.url, clock: clock.now }) });

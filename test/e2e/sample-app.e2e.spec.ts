@@ -48,7 +48,7 @@ describe.each(storageKinds(() => redis))('sample app with $name storage', ({ nam
 
   beforeEach(async () => {
     await redis.flush();
-    clock = new FakeClock(Date.UTC(2026, 0, 1, 9, 30, 20));
+    clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20));
     const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock) })] }).compile();
     app = moduleRef.createNestApplication({ logger: false });
     await app.init();

@@ -8,13 +8,14 @@ const rule = (limit: number, windowMs: number, name = `r${limit}/${windowMs}`): 
   windowMs,
   algorithm: 'fixed-window',
   burst: limit,
+  capacity: limit,
   keySuffix: `t:fw${windowMs}`,
 });
 const check = (key: string, r: RateLimitRule): RateLimitCheck => ({ key, rule: r });
 
 describe('MemoryStorage (fixed window)', () => {
   it('counts within an aligned window and resets when the window ends, without sleeping', () => {
-    const clock = new FakeClock(Date.UTC(2026, 0, 1, 0, 0, 50)); // 10 s before a minute boundary
+    const clock = new FakeClock(Date.UTC(2030, 0, 1, 0, 0, 50)); // 10 s before a minute boundary
     const storage = new MemoryStorage({ clock: clock.now });
     const minute = rule(3, 60_000);
     const remaining = [1, 2, 3, 4].map(() => storage.check([check('k', minute)], 1).decisions[0]);
