@@ -78,6 +78,11 @@ export class MemoryStorage implements RateLimitStorage {
     }
   }
 
+  /** When the state under `key` stops mattering, in ms since the epoch; like Redis `PEXPIRETIME`. */
+  expiresAt(key: string): number | undefined {
+    return this.entries.get(key)?.expiresAt;
+  }
+
   clear(): void {
     this.entries.clear();
   }

@@ -1,4 +1,5 @@
-import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
+import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
+import type { RateLimitCheck } from './rate-limit-storage.interface.js';
 
 /**
  * One script decides a whole check in one round trip, all or nothing.
@@ -43,3 +44,12 @@ if all_allowed then
 end
 return reply
 `;
+
+/** KEYS then ARGV of {@link REDIS_CHECK_LUA} for one check; `now` undefined means the server's TIME. */
+export function redisCheckArguments(checks: readonly RateLimitCheck[], cost: number, now?: number): (string | number)[] {
+  const args: (string | number)[] = [];
+  for (const { key } of checks) args.push(key);
+  args.push(now ?? '', cost);
+  for (const { rule } of checks) args.push(getAlgorithm(rule.algorithm).code, rule.limit, rule.windowMs, rule.burst);
+  return args;
+}

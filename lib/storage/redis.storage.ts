@@ -2,8 +2,7 @@ import { Logger } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
-import { REDIS_CHECK_LUA } from './redis-check.lua.js';
-import { getAlgorithm } from '../algorithms/algorithm-registry.js';
+import { REDIS_CHECK_LUA, redisCheckArguments } from './redis-check.lua.js';
 
 export interface RedisStorageOptions {
   /** A client you own: used as given and never closed by the storage. */
@@ -53,13 +52,7 @@ export class RedisStorage implements RateLimitStorage {
   }
 
   async check(checks: readonly RateLimitCheck[], cost: number): Promise<RateLimitResult> {
-    const args: (string | number)[] = [];
-    for (const { key } of checks) args.push(key);
-    args.push(this.clock ? this.clock() : '', cost);
-    for (const { rule } of checks) {
-      args.push(getAlgorithm(rule.algorithm).code, rule.limit, rule.windowMs, rule.burst);
-    }
-    const reply = await this.run(checks.length, ...args);
+    const reply = await this.run(checks.length, ...redisCheckArguments(checks, cost, this.clock?.()));
     return settleCheck(
       checks.map((c) => c.rule),
       reply[0],

@@ -1,8 +1,8 @@
 import type { INestApplication, ModuleMetadata, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { MemoryStorage, RateLimitModule, RedisStorage, type RateLimitModuleOptions, type RateLimitStorage } from '../../lib/index.js';
-import type { FakeClock } from './fake-clock.js';
+import { RateLimitModule, type RateLimitModuleOptions } from '../../lib/index.js';
 import type { TestRedis } from './redis-server.js';
+import { memoryTarget, redisTarget, type StorageTarget } from './storage-targets.js';
 
 /** A small Nest app around some controllers and the module under test. */
 export async function createScenarioApp(
@@ -20,15 +20,7 @@ export async function createScenarioApp(
   return app;
 }
 
-/** The storages every behaviour is proven on, each on an injected clock. */
-export interface StorageKind {
-  readonly name: 'memory' | 'redis';
-  create(clock: FakeClock): RateLimitStorage;
-}
-
-export function storageKinds(redis: () => TestRedis): StorageKind[] {
-  return [
-    { name: 'memory', create: (clock) => new MemoryStorage({ clock: clock.now }) },
-    { name: 'redis', create: (clock) => new RedisStorage({ url: redis().url, clock: clock.now }) },
-  ];
+/** The storages every e2e behaviour is proven on. */
+export function storageKinds(redis: () => TestRedis): StorageTarget[] {
+  return [memoryTarget, redisTarget(redis)];
 }

@@ -1,0 +1,32 @@
+import type { AlgorithmName, RateLimitResult, RateLimitStorage } from '../../lib/index.js';
+import { bindRules } from '../../lib/rules/bind-rules.js';
+import { parseRate } from '../../lib/rules/parse-rate.js';
+import type { RateLimitRule } from '../../lib/rules/rate-limit-rule.js';
+
+export interface RuleSpec {
+  readonly rate: string;
+  readonly algorithm: AlgorithmName;
+  readonly burst?: number;
+}
+
+/** Rules as the planner would bind them; one bucket per spec so rules never share a key. */
+export function rulesOf(specs: readonly RuleSpec[]): RateLimitRule[] {
+  return specs.flatMap((spec, i) =>
+    bindRules(parseRate(spec.rate), { name: `r${i}`, bucket: `b${i}`, algorithm: spec.algorithm, burst: spec.burst }),
+  );
+}
+
+export function keyOf(client: string, rule: RateLimitRule): string {
+  return `t:{${client}}:${rule.keySuffix}`;
+}
+
+/** Checks `rules` for `client` on `storage`, always as a promise. */
+export function checker(storage: RateLimitStorage, rules: readonly RateLimitRule[], client = 'client') {
+  const checks = rules.map((rule) => ({ key: keyOf(client, rule), rule }));
+  return async (cost = 1): Promise<RateLimitResult> => storage.check(checks, cost);
+}
+
+/** [allowed, remaining] of the first rule, for compact expectations. */
+export function brief(result: RateLimitResult): [boolean, number] {
+  return [result.allowed, result.decisions[0].remaining];
+}
