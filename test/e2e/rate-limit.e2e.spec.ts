@@ -73,6 +73,24 @@ class ScenarioController {
     return { ok: true };
   }
 
+  @Get('smooth')
+  @RateLimit('4/second', { algorithm: 'gcra', burst: 2 })
+  smooth() {
+    return { ok: true };
+  }
+
+  @Get('report')
+  @RateLimit('10/minute', { cost: 4 })
+  report() {
+    return { ok: true };
+  }
+
+  @Get('export')
+  @RateLimit('10/minute', { algorithm: 'token-bucket', cost: (ctx) => Number(ctx.switchToHttp().getRequest().query.rows ?? 1) })
+  export() {
+    return { ok: true };
+  }
+
   @Get('shared-a')
   @RateLimit('2/minute', { bucket: 'shared' })
   sharedA() {
@@ -213,6 +231,47 @@ describe.each(storageKinds(() => redis))('RateLimitModule on $name storage', (ki
       const free = await http.get('/free').expect(200);
       expect(free.headers.ratelimit).toBeUndefined();
     }
+  });
+
+  it('uses the module default algorithm, and a route its own', async () => {
+    const http = await start({ algorithm: 'sliding-window-log' });
+    await http.get('/limited').expect(200);
+    clock.advance(59_000);
+    await http.get('/limited').expect(200);
+    await http.get('/limited').expect(200);
+    clock.advance(1_000); // a fixed window would reopen here; the log still holds two requests
+    const log = await http.get('/limited').expect(200);
+    expect(log.headers.ratelimit).toBe('"ScenarioController.limited";r=0;t=60');
+    await http.get('/limited').expect(429);
+
+    // gcra, 4/second with a burst of 2: two at once, then one every 250 ms
+    await http.get('/smooth').expect(200);
+    await http.get('/smooth').expect(200);
+    const early = await http.get('/smooth').expect(429);
+    expect(early.headers['retry-after']).toBe('1'); // 250 ms, rounded up to whole seconds
+    clock.advance(250);
+    await http.get('/smooth').expect(200);
+    await http.get('/smooth').expect(429);
+  });
+
+  it('charges weighted requests their cost, and refuses outright what no wait can admit', async () => {
+    const http = await start();
+    expect((await http.get('/report').expect(200)).headers.ratelimit).toBe('"ScenarioController.report";r=6;t=60');
+    expect((await http.get('/report').expect(200)).headers.ratelimit).toBe('"ScenarioController.report";r=2;t=60');
+    const short = await http.get('/report').expect(429);
+    expect(short.headers.ratelimit).toBe('"ScenarioController.report";r=2;t=60');
+
+    expect((await http.get('/export?rows=7').expect(200)).headers.ratelimit).toMatch(/r=3;/);
+    const tooBig = await http.get('/export?rows=11').expect(429);
+    expect(tooBig.body).toEqual({
+      statusCode: 429,
+      error: 'Too Many Requests',
+      message: 'Rate limit exceeded: this request costs 11, more than the 10 that "ScenarioController.export" can ever admit',
+      retryAfter: null,
+    });
+    expect(tooBig.headers['retry-after']).toBeUndefined();
+    await http.get('/export?rows=3').expect(200); // the impossible request charged nothing
+    await http.get('/export?rows=0').expect(500); // a cost function's bug is not a free pass
   });
 
   it('shares one budget across routes of one bucket', async () => {
@@ -372,6 +431,8 @@ describe('RateLimitModule configuration', () => {
     expect(() => RateLimit('100/fortnight')).toThrow(/unknown unit "fortnight"/);
     expect(() => RateLimit('1/second', { bucket: 'has space' })).toThrow(/bucket/);
     expect(() => RateLimit('1/second', { algorithm: 'magic' as never })).toThrow(/Unknown rate-limit algorithm "magic"/);
+    expect(() => RateLimit('1/second', { cost: 0 })).toThrow(/cost must be a positive integer, got 0/);
+    expect(() => RateLimit('1/second', { algorithm: 'gcra', burst: 2.5 })).toThrow(/burst must be a positive integer/);
 
     const { Test } = await import('@nestjs/testing');
     await expect(
