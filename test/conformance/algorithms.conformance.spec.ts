@@ -1,163 +1,17 @@
-import { ALGORITHM_NAMES } from '../../lib/algorithms/algorithm-registry.js';
-import type { AlgorithmName, RateLimitStorage } from '../../lib/index.js';
-import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
-import { closeStorage, memoryTarget, redisTarget } from '../support/storage-targets.js';
-import { brief, checker, keyOf, rulesOf } from './limiter.js';
+import { memoryTarget, redisTarget } from '../support/storage-targets.js';
+import { describeConformance } from './conformance-suite.js';
 
-/**
- * The conformance suite: scripted traces with hand-computed answers, run unchanged on every
- * storage. A storage conforms when it gives these exact decisions.
- */
 let redis: TestRedis;
 beforeAll(async () => {
   redis = await startRedis();
 });
 afterAll(() => redis?.stop());
 
-const T0 = Date.UTC(2030, 0, 1); // aligned to every window used below
+describe('conformance on memory storage', () => {
+  describeConformance(() => memoryTarget, async () => undefined);
+});
 
-describe.each([memoryTarget, redisTarget(() => redis)])('conformance on $name storage', (target) => {
-  let clock: FakeClock;
-  let storage: RateLimitStorage;
-  beforeEach(async () => {
-    await redis.flush();
-    clock = new FakeClock(T0);
-    storage = target.create(clock);
-  });
-  afterEach(() => closeStorage(storage));
-
-  const limiter = (algorithm: AlgorithmName, rate: string, burst?: number) =>
-    checker(storage, rulesOf([{ rate, algorithm, burst }]));
-
-  it('fixed-window: admits a burst of 2N across a window boundary (its known weakness)', async () => {
-    const check = limiter('fixed-window', '5/minute');
-    clock.advance(59_900);
-    for (const left of [4, 3, 2, 1, 0]) expect(brief(await check())).toEqual([true, left]);
-    const denied = (await check()).decisions[0];
-    expect([denied.allowed, denied.retryAfterMs, denied.resetMs]).toEqual([false, 100, 100]);
-    clock.advance(100);
-    for (const left of [4, 3, 2, 1, 0]) expect(brief(await check())).toEqual([true, left]);
-  });
-
-  it('sliding-window-log: never more than N in any window-long interval', async () => {
-    const check = limiter('sliding-window-log', '5/minute');
-    clock.advance(59_900);
-    for (const left of [4, 3, 2, 1, 0]) expect(brief(await check())).toEqual([true, left]);
-    clock.advance(100); // where a fixed window would reopen
-    const denied = (await check()).decisions[0];
-    expect([denied.allowed, denied.remaining, denied.retryAfterMs, denied.resetMs]).toEqual([false, 0, 59_900, 59_900]);
-    clock.advance(59_899);
-    expect((await check()).allowed).toBe(false);
-    clock.advance(1); // the five entries at 59.9 s leave the window together
-    expect(brief(await check())).toEqual([true, 4]);
-  });
-
-  it('sliding-window-log: waits for exactly as many old entries as the cost needs', async () => {
-    const check = limiter('sliding-window-log', '5/minute');
-    for (let i = 0; i < 5; i++) {
-      await check();
-      clock.advance(10_000);
-    }
-    // entries at 0, 10, 20, 30, 40 s; now 50 s. Cost 2 needs the two oldest gone: at 70 s.
-    const denied = (await check(2)).decisions[0];
-    expect([denied.allowed, denied.remaining, denied.retryAfterMs]).toEqual([false, 0, 20_000]);
-    clock.advance(20_000);
-    expect(brief(await check(2))).toEqual([true, 0]);
-  });
-
-  it("sliding-window-counter: weighs the previous window's count by its overlap", async () => {
-    const check = limiter('sliding-window-counter', '10/minute');
-    clock.advance(30_000);
-    for (let left = 9; left >= 0; left--) expect(brief(await check())).toEqual([true, left]);
-    const full = (await check()).decisions[0];
-    // next window, once 10 × (remaining overlap) + 1 <= 10: 6 s into it
-    expect([full.allowed, full.retryAfterMs, full.resetMs]).toEqual([false, 36_000, 90_000]);
-    clock.advance(45_000); // 15 s into the next window: estimate 10 × 45/60 = 7.5
-    expect(brief(await check())).toEqual([true, 1]); // 8.5 used
-    expect(brief(await check())).toEqual([true, 0]); // 9.5 used
-    const smoothed = (await check()).decisions[0];
-    // 10 × (45 - t)/60 + 2 + 1 <= 10 once t >= 3 s
-    expect([smoothed.allowed, smoothed.remaining, smoothed.retryAfterMs]).toEqual([false, 0, 3_000]);
-    clock.advance(3_000);
-    expect((await check()).allowed).toBe(true);
-  });
-
-  it.each<[AlgorithmName, number]>([
-    ['token-bucket', 10],
-    ['leaky-bucket', 10],
-    ['gcra', 10],
-    ['token-bucket', 20],
-    ['leaky-bucket', 20],
-    ['gcra', 20],
-  ])('%s (burst %d): admits a burst, then refills at the rate, and is full again after idling', async (algorithm, burst) => {
-    const check = limiter(algorithm, '10/10 seconds', burst);
-    for (let left = burst - 1; left >= 0; left--) expect(brief(await check())).toEqual([true, left]);
-    const empty = (await check()).decisions[0];
-    expect([empty.allowed, empty.remaining, empty.retryAfterMs, empty.resetMs]).toEqual([false, 0, 1_000, burst * 1_000]);
-    clock.advance(999);
-    expect((await check()).allowed).toBe(false);
-    clock.advance(1);
-    expect(brief(await check())).toEqual([true, 0]);
-    clock.advance(2_500); // 2.5 units back
-    expect(brief(await check())).toEqual([true, 1]);
-    expect(brief(await check())).toEqual([true, 0]);
-    expect((await check()).decisions[0].retryAfterMs).toBe(500);
-    clock.advance(600_000);
-    expect(brief(await check())).toEqual([true, burst - 1]);
-  });
-
-  it.each(ALGORITHM_NAMES)('%s: charges the cost of weighted requests', async (algorithm) => {
-    const check = limiter(algorithm, '10/minute');
-    for (const left of [7, 4, 1]) expect(brief(await check(3))).toEqual([true, left]);
-    const denied = await check(3);
-    expect(brief(denied)).toEqual([false, 1]);
-    expect(denied.decisions[0].retryAfterMs).toBeGreaterThan(0);
-    expect(Number.isFinite(denied.decisions[0].retryAfterMs)).toBe(true);
-    expect(brief(await check(1))).toEqual([true, 0]);
-  });
-
-  it.each(ALGORITHM_NAMES)('%s: rejects a cost above capacity outright, charging nothing', async (algorithm) => {
-    const check = limiter(algorithm, '10/minute');
-    const impossible = await check(11);
-    expect(brief(impossible)).toEqual([false, 10]);
-    expect(impossible.decisions[0].retryAfterMs).toBe(Infinity);
-    expect(brief(await check(10))).toEqual([true, 0]);
-  });
-
-  it('decides several rules with different algorithms all or nothing', async () => {
-    const check = checker(storage, rulesOf([
-      { rate: '2/second', algorithm: 'token-bucket' },
-      { rate: '3/minute', algorithm: 'fixed-window' },
-      { rate: '5/minute', algorithm: 'sliding-window-log' },
-    ]));
-    const remaining = async () => (await check()).decisions.map((d) => [d.allowed, d.remaining]);
-    expect(await remaining()).toEqual([[true, 1], [true, 2], [true, 4]]);
-    expect(await remaining()).toEqual([[true, 0], [true, 1], [true, 3]]);
-    // the bucket is empty: the others are not charged, and report what they still have
-    expect(await remaining()).toEqual([[false, 0], [true, 1], [true, 3]]);
-    expect(await remaining()).toEqual([[false, 0], [true, 1], [true, 3]]);
-    clock.advance(1_000);
-    expect(await remaining()).toEqual([[true, 1], [true, 0], [true, 2]]);
-    // the minute is used up: the bucket keeps its token
-    expect(await remaining()).toEqual([[true, 1], [false, 0], [true, 2]]);
-    clock.advance(59_000); // a new minute; the log still holds the entry from 1 s
-    expect(await remaining()).toEqual([[true, 1], [true, 2], [true, 3]]);
-  });
-
-  it.each<[AlgorithmName, number]>([
-    ['fixed-window', 10_000], // the window's end
-    ['sliding-window-log', 10_000], // the last entry leaves the window
-    ['sliding-window-counter', 20_000], // the next window no longer sees this one
-    ['token-bucket', 1_000], // full again
-    ['leaky-bucket', 1_000], // drained
-    ['gcra', 1_000], // back on schedule
-  ])('%s: state expires as soon as it can no longer affect a decision', async (algorithm, ttl) => {
-    const [rule] = rulesOf([{ rate: '10/10 seconds', algorithm }]);
-    const check = checker(storage, [rule]);
-    expect(brief(await check())).toEqual([true, 9]);
-    expect(await target.expiresAt(storage, keyOf('client', rule))).toBe(T0 + ttl);
-    clock.advance(ttl);
-    expect(brief(await check())).toEqual([true, 9]); // as if never seen
-  });
+describe('conformance on redis storage', () => {
+  describeConformance(() => redisTarget(() => redis), () => redis.flush());
 });

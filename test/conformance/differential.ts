@@ -1,0 +1,99 @@
+import fc from 'fast-check';
+import { MemoryStorage, type RateLimitResult, type RateLimitStorage } from '../../lib/index.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { checker, rulesOf, type RuleSpec } from './limiter.js';
+
+/**
+ * Randomized traces of (time, client, cost, rules): memory and Redis must agree on every
+ * decision. Memory is the reference; any other storage is held to it step by step.
+ */
+const RULE_SETS: readonly (readonly RuleSpec[])[] = [
+  [{ rate: '3/second', algorithm: 'fixed-window' }],
+  [{ rate: '4/2 seconds', algorithm: 'sliding-window-log' }],
+  [{ rate: '5/3 seconds', algorithm: 'sliding-window-counter' }],
+  [{ rate: '3/second', algorithm: 'sliding-window-counter' }],
+  [{ rate: '3/second', algorithm: 'token-bucket' }],
+  [{ rate: '7/3 seconds', algorithm: 'token-bucket', burst: 4 }],
+  [{ rate: '3/second', algorithm: 'leaky-bucket' }],
+  [{ rate: '7/3 seconds', algorithm: 'leaky-bucket', burst: 5 }],
+  [{ rate: '3/second', algorithm: 'gcra' }],
+  [{ rate: '7/3 seconds', algorithm: 'gcra', burst: 2 }],
+  [
+    { rate: '2/second', algorithm: 'gcra' },
+    { rate: '5/5 seconds', algorithm: 'sliding-window-counter' },
+  ],
+  [
+    { rate: '3/second', algorithm: 'token-bucket', burst: 3 },
+    { rate: '6/4 seconds', algorithm: 'sliding-window-log' },
+    { rate: '8/10 seconds', algorithm: 'fixed-window' },
+  ],
+  [
+    { rate: '4/2 seconds', algorithm: 'leaky-bucket' },
+    { rate: '9/7 seconds', algorithm: 'fixed-window' },
+  ],
+];
+const RULES = RULE_SETS.map(rulesOf);
+
+const step = fc.record({
+  // mostly bursts of close requests, sometimes a pause past the windows
+  dt: fc.oneof({ arbitrary: fc.integer({ min: 0, max: 120 }), weight: 4 }, { arbitrary: fc.integer({ min: 0, max: 4_000 }), weight: 1 }),
+  client: fc.integer({ min: 0, max: 2 }),
+  cost: fc.oneof({ arbitrary: fc.constant(1), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 6 }), weight: 1 }),
+  set: fc.integer({ min: 0, max: RULES.length - 1 }),
+});
+const trace = fc.record({ start: fc.integer({ min: 0, max: 10_000 }), steps: fc.array(step, { minLength: 5, maxLength: 40 }) });
+
+function expectSameDecision(reference: RateLimitResult, other: RateLimitResult, where: string): void {
+  const view = (result: RateLimitResult) => ({
+    allowed: result.allowed,
+    rules: result.decisions.map((d) => ({ name: d.rule.name, allowed: d.allowed, remaining: d.remaining })),
+  });
+  expect({ where, ...view(other) }).toEqual({ where, ...view(reference) });
+  reference.decisions.forEach((d, i) => {
+    const o = other.decisions[i];
+    for (const field of ['retryAfterMs', 'resetMs'] as const) {
+      if (d[field] === Infinity) expect(o[field]).toBe(Infinity);
+      else expect(Math.abs(o[field] - d[field])).toBeLessThanOrEqual(1);
+    }
+  });
+}
+
+let run = 0;
+
+/**
+ * Plays `numRuns` random traces against a fresh MemoryStorage and `remote` (built on the same
+ * clock) and asserts they agree at every step. Returns counts, so callers can check coverage.
+ */
+export async function playDifferentialTraces(
+  remote: (clock: FakeClock) => RateLimitStorage,
+  numRuns: number,
+): Promise<{ checks: number; denied: number; impossible: number }> {
+  const clock = new FakeClock();
+  const storage = remote(clock);
+  let checks = 0;
+  let denied = 0;
+  let impossible = 0;
+  try {
+    await fc.assert(
+      fc.asyncProperty(trace, async ({ start, steps }) => {
+        const id = ++run;
+        clock.time = Date.UTC(2030, 0, 1) + id * 1_000_000 + start;
+        const local = new MemoryStorage({ clock: clock.now });
+        for (const [i, { dt, client, cost, set }] of steps.entries()) {
+          clock.advance(dt);
+          const who = `run${id}-c${client}`;
+          const expected = await checker(local, RULES[set], who)(cost);
+          const actual = await checker(storage, RULES[set], who)(cost);
+          expectSameDecision(expected, actual, `step ${i} of run ${id}`);
+          checks++;
+          if (!expected.allowed) denied++;
+          if (expected.decisions.some((d) => d.retryAfterMs === Infinity)) impossible++;
+        }
+      }),
+      { numRuns },
+    );
+  } finally {
+    await storage.close?.();
+  }
+  return { checks, denied, impossible };
+}
