@@ -1,5 +1,10 @@
 export { RateLimitModule } from './rate-limit.module.js';
-export type { RateLimitModuleOptions, MemoryStorageConfig, RedisStorageConfig } from './rate-limit.options.js';
+export type {
+  RateLimitModuleOptions,
+  MemoryStorageConfig,
+  RedisStorageConfig,
+  StorageErrorPolicy,
+} from './rate-limit.options.js';
 export { RATE_LIMIT_MODULE_OPTIONS } from './rate-limit.module-definition.js';
 export { RATE_LIMIT_CONFIG, type RateLimitConfig } from './rate-limit.config.js';
 
@@ -9,13 +14,17 @@ export {
   type RateLimitOptions,
   type RateLimitRate,
   type RateLimitRateFunction,
+  type RateLimitCostFunction,
   type RateLimitMetadata,
 } from './decorators/rate-limit.decorator.js';
 export { SkipRateLimit, SKIP_RATE_LIMIT_METADATA } from './decorators/skip-rate-limit.decorator.js';
 
 export { RateLimitGuard } from './guards/rate-limit.guard.js';
 export { RateLimitExceededException, type RateLimitExceededDetails } from './exceptions/rate-limit-exceeded.exception.js';
+export { RateLimitUnavailableException } from './exceptions/rate-limit-unavailable.exception.js';
 export { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
+export { CircuitBreaker, type CircuitBreakerOptions } from './resilience/circuit-breaker.js';
+export { StorageUnavailableError } from './resilience/storage-unavailable.error.js';
 
 export { parseRate, InvalidRateError, type ParsedRate } from './rules/parse-rate.js';
 export type { RateLimitRule } from './rules/rate-limit-rule.js';

@@ -3,7 +3,8 @@ import type { AlgorithmName } from './algorithms/algorithm.interface.js';
 import { getAlgorithm } from './algorithms/algorithm-registry.js';
 import { HEADER_MODES, type RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
-import type { RateLimitModuleOptions } from './rate-limit.options.js';
+import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
+import type { RateLimitModuleOptions, StorageErrorPolicy } from './rate-limit.options.js';
 import { parseRate, type ParsedRate } from './rules/parse-rate.js';
 
 /** Injection token of the validated, start-up-parsed module settings. */
@@ -17,6 +18,17 @@ export interface RateLimitConfig {
   readonly headers: RateLimitHeaderMode;
   readonly errorMessage: string;
   readonly skip?: (context: ExecutionContext) => boolean | Promise<boolean>;
+  readonly onStorageError: StorageErrorPolicy;
+  readonly storageTimeoutMs: number;
+  readonly circuitBreaker: CircuitBreakerOptions;
+}
+
+export const STORAGE_ERROR_POLICIES: readonly StorageErrorPolicy[] = ['allow', 'deny', 'memory'];
+
+export function assertStorageErrorPolicy(policy: unknown, where: string): asserts policy is StorageErrorPolicy {
+  if (!STORAGE_ERROR_POLICIES.includes(policy as StorageErrorPolicy)) {
+    throw new Error(`${where}: onStorageError must be 'allow', 'deny' or 'memory', got ${String(policy)}`);
+  }
 }
 
 const KEY_PREFIX = /^[A-Za-z0-9_.:-]{1,32}$/;
@@ -33,6 +45,12 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
   }
   const algorithm = options.algorithm ?? 'fixed-window';
   getAlgorithm(algorithm);
+  const onStorageError = options.onStorageError ?? 'allow';
+  assertStorageErrorPolicy(onStorageError, 'RateLimitModule');
+  const storageTimeoutMs = options.storageTimeout ?? 50;
+  if (!(storageTimeoutMs > 0 && storageTimeoutMs <= 60_000)) {
+    throw new Error(`RateLimitModule: storageTimeout must be a number of ms in (0, 60000], got ${String(options.storageTimeout)}`);
+  }
   return {
     defaultLimit: options.defaultLimit === undefined ? undefined : parseRate(options.defaultLimit),
     key: options.key,
@@ -41,5 +59,8 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
     headers,
     errorMessage: options.errorMessage ?? 'Rate limit exceeded',
     skip: options.skip,
+    onStorageError,
+    storageTimeoutMs,
+    circuitBreaker: options.circuitBreaker ?? {},
   };
 }

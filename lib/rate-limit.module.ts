@@ -1,4 +1,11 @@
-import { Inject, Module, type DynamicModule, type OnApplicationShutdown, type Provider } from '@nestjs/common';
+import {
+  Inject,
+  Module,
+  type DynamicModule,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+  type Provider,
+} from '@nestjs/common';
 import { APP_FILTER, APP_GUARD } from '@nestjs/core';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
@@ -31,9 +38,14 @@ const PROVIDERS: Provider[] = [
  * `@RateLimit('10/minute')` on controllers or handlers.
  */
 @Module({})
-export class RateLimitModule extends ConfigurableRateLimitModule implements OnApplicationShutdown {
+export class RateLimitModule extends ConfigurableRateLimitModule implements OnModuleInit, OnApplicationShutdown {
   constructor(@Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage) {
     super();
+  }
+
+  /** Lets a storage connect before the app takes traffic. */
+  async onModuleInit(): Promise<void> {
+    await this.storage.init?.();
   }
 
   /** Closes only what the storage opened itself: a client you passed in stays yours. */

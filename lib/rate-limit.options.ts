@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { AlgorithmName } from './algorithms/algorithm.interface.js';
+import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
 import type { RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { RateLimitStorage } from './storage/rate-limit-storage.interface.js';
@@ -17,7 +18,12 @@ export interface RedisStorageConfig {
   client?: Redis | Cluster;
   url?: string;
   options?: RedisOptions;
+  /** Local denial of keys Redis denied, until their retry-after ends. Default `{ maxKeys: 10_000 }`. */
+  blockCache?: { maxKeys?: number } | false;
 }
+
+/** What to do when the storage fails or times out. */
+export type StorageErrorPolicy = 'allow' | 'deny' | 'memory';
 
 export interface RateLimitModuleOptions {
   /** Default `{ type: 'memory' }`. */
@@ -34,6 +40,16 @@ export interface RateLimitModuleOptions {
   headers?: RateLimitHeaderMode;
   /** `message` of the 429 body. Default `Rate limit exceeded`. */
   errorMessage?: string;
+  /**
+   * When the storage fails, times out or its circuit is open: `allow` (default) lets requests
+   * through and logs a warning; `deny` answers 503 with `Retry-After`; `memory` falls back to an
+   * in-process MemoryStorage with the same rules until the storage is back.
+   */
+  onStorageError?: StorageErrorPolicy;
+  /** Longest wait for one storage answer, in ms. Default 50. */
+  storageTimeout?: number;
+  /** Stops calling a failing storage for a cool-down. Default `{ failureThreshold: 5, cooldownMs: 500 }`. */
+  circuitBreaker?: CircuitBreakerOptions;
   /** Return true to let a request through without counting it. */
   skip?(context: ExecutionContext): boolean | Promise<boolean>;
 }

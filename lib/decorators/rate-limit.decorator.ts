@@ -3,6 +3,8 @@ import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
 import type { RateLimitKey } from '../keys/rate-limit-key-resolver.interface.js';
 import { parseRate, type ParsedRate } from '../rules/parse-rate.js';
+import { assertStorageErrorPolicy } from '../rate-limit.config.js';
+import type { StorageErrorPolicy } from '../rate-limit.options.js';
 
 export const RATE_LIMIT_METADATA = 'rate-limit:limit';
 
@@ -26,6 +28,8 @@ export interface RateLimitOptions {
   burst?: number;
   /** Units one request uses, default 1: a number or a function of the request. */
   cost?: number | RateLimitCostFunction;
+  /** This route's failure policy, e.g. `deny` for a login route. Defaults to the module's. */
+  onStorageError?: StorageErrorPolicy;
 }
 
 export type RateLimitCostFunction = (context: ExecutionContext) => number | Promise<number>;
@@ -48,6 +52,7 @@ export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: 
   if (options.algorithm !== undefined) getAlgorithm(options.algorithm);
   if (options.burst !== undefined) assertUnits('burst', options.burst);
   if (typeof options.cost === 'number') assertUnits('cost', options.cost);
+  if (options.onStorageError !== undefined) assertStorageErrorPolicy(options.onStorageError, '@RateLimit');
   const metadata: RateLimitMetadata = {
     rate: typeof rate === 'function' ? rate : parseRate(rate),
     options,

@@ -12,9 +12,23 @@ import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-header
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import type { RoutePlan, RuleSet } from '../rules/route-plan.js';
 import { RoutePlanner } from '../rules/route-planner.js';
+import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
+import type { StorageErrorPolicy } from '../rate-limit.options.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { ProtectedStorage } from '../resilience/protected-storage.js';
+import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';
+import { ThrottledLogger } from '../resilience/throttled-logger.js';
+import { MemoryStorage } from '../storage/memory.storage.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
-import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import {
+  RATE_LIMIT_STORAGE,
+  type RateLimitCheck,
+  type RateLimitStorage,
+} from '../storage/rate-limit-storage.interface.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
+
+/** The `allow` policy's answer during an outage: let the request through, uncounted. */
+const UNLIMITED = Symbol('unlimited');
 
 /**
  * The global guard: route plan → client key → one storage call → headers, or a
@@ -23,13 +37,19 @@ import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js'
 @Injectable()
 export class RateLimitGuard implements CanActivate {
   private readonly logger = new Logger(RateLimitGuard.name);
+  private readonly outageLog = new ThrottledLogger(RateLimitGuard.name);
+  private readonly storage: ProtectedStorage;
+  /** The `memory` failure policy's stand-in, created on the first outage that needs it. */
+  private fallback?: MemoryStorage;
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
-    @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
+    @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
     private readonly planner: RoutePlanner,
     private readonly adapterHost: HttpAdapterHost,
-  ) {}
+  ) {
+    this.storage = new ProtectedStorage(storage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+  }
 
   canActivate(context: ExecutionContext): MaybePromise<boolean> {
     if (context.getType() !== 'http') return true;
@@ -46,7 +66,9 @@ export class RateLimitGuard implements CanActivate {
       then(this.guarded('rate function', context, () => plan.ruleSet(context)), (rules) =>
         then(typeof cost === 'number' ? cost : this.guarded('cost function', context, () => cost(context)), (units) => {
           const checks = rules.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
-          return then(this.storage.check(checks, units), (result) => this.decide(result, rules, units, context));
+          return then(this.consult(plan, checks, units), (result) =>
+            result === UNLIMITED ? true : this.decide(result, rules, units, context),
+          );
         }),
       ),
     );
@@ -73,6 +95,31 @@ export class RateLimitGuard implements CanActivate {
         : this.config.errorMessage,
       headers,
     );
+  }
+
+  /** One storage call; if the storage cannot answer, the route's failure policy decides. */
+  private consult(plan: RoutePlan, checks: RateLimitCheck[], cost: number): MaybePromise<RateLimitResult | typeof UNLIMITED> {
+    const onFailure = (error: unknown) => this.applyFailurePolicy(plan.onStorageError, error, checks, cost);
+    try {
+      const answer = this.storage.check(checks, cost);
+      return isPromiseLike(answer) ? answer.catch(onFailure) : answer;
+    } catch (error) {
+      return onFailure(error);
+    }
+  }
+
+  private applyFailurePolicy(
+    policy: StorageErrorPolicy,
+    error: unknown,
+    checks: RateLimitCheck[],
+    cost: number,
+  ): RateLimitResult | typeof UNLIMITED {
+    if (!(error instanceof StorageUnavailableError)) throw error;
+    this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
+    if (policy === 'allow') return UNLIMITED;
+    if (policy === 'deny') throw new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000);
+    this.fallback ??= new MemoryStorage();
+    return this.fallback.check(checks, cost);
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { ExecutionContext } from '@nestjs/common';
+import type { StorageErrorPolicy } from '../rate-limit.options.js';
 import type { MaybePromise } from '../utils/maybe-async.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
 
@@ -15,6 +16,8 @@ export interface RoutePlan {
   readonly ruleSet: (context: ExecutionContext) => MaybePromise<RuleSet>;
   /** Units this request uses: a constant, or computed per request. */
   readonly cost: number | ((context: ExecutionContext) => MaybePromise<number>);
+  /** What to do when the storage cannot answer. */
+  readonly onStorageError: StorageErrorPolicy;
   /** The storage key base of the client: `<prefix>:{<identity>}:`. */
   readonly keyBase: (context: ExecutionContext) => MaybePromise<string>;
 }

@@ -23,6 +23,7 @@ const EXEMPT: RoutePlan = {
   exempt: true,
   ruleSet: () => ({ rules: [], policy: '' }),
   cost: 0,
+  onStorageError: 'allow',
   keyBase: () => '',
 };
 
@@ -78,6 +79,7 @@ export class RoutePlanner {
       exempt: false,
       ruleSet,
       cost: costOf(metadata?.options.cost),
+      onStorageError: metadata?.options.onStorageError ?? this.config.onStorageError,
       keyBase: (context: ExecutionContext) =>
         then(resolve(context), (identity) =>
           storageKeyBase(this.config.keyPrefix, identity ? String(identity) : this.ipResolver.resolve(context)),

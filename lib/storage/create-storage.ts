@@ -9,7 +9,7 @@ export function createStorage(storage: RateLimitModuleOptions['storage']): RateL
   if ('check' in storage && typeof storage.check === 'function') return storage;
   if ('type' in storage && storage.type === 'memory') return new MemoryStorage({ maxKeys: storage.maxKeys });
   if ('type' in storage && storage.type === 'redis') {
-    return new RedisStorage({ client: storage.client, url: storage.url, options: storage.options });
+    return new RedisStorage({ client: storage.client, url: storage.url, options: storage.options, blockCache: storage.blockCache });
   }
   throw new Error(
     `RateLimitModule: storage must be a RateLimitStorage, { type: 'memory' } or { type: 'redis' }, got ${JSON.stringify(storage)}`,

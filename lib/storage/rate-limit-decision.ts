@@ -18,7 +18,10 @@ export interface RateLimitResult {
   readonly allowed: boolean;
   /** Storage time of the decision, in ms since the epoch. */
   readonly now: number;
-  /** One decision per checked rule, in the order given. */
+  /**
+   * One decision per checked rule, in the order given; except for a denial served from
+   * RedisStorage's block cache, which carries only the rule that blocks.
+   */
   readonly decisions: readonly RateLimitDecision[];
 }
 

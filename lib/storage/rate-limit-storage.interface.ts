@@ -17,6 +17,8 @@ export interface RateLimitCheck {
  */
 export interface RateLimitStorage {
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult>;
+  /** Connects, if the storage needs to. The module awaits it once, at start-up. */
+  init?(): void | Promise<void>;
   /** Releases only what the storage opened itself. The module calls it on application shutdown. */
   close?(): void | Promise<void>;
 }

@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
+import { BlockCache } from './block-cache.js';
 import { REDIS_CHECK_LUA, redisCheckArguments } from './redis-check.lua.js';
 
 export interface RedisStorageOptions {
@@ -17,9 +18,27 @@ export interface RedisStorageOptions {
    * times by the server's clock, so an injected clock must never run behind it.
    */
   clock?: () => number;
+  /**
+   * Denies in-process, without a round trip, a key Redis denied until its retry-after ends.
+   * On by default with room for 10,000 keys; `false` turns it off.
+   */
+  blockCache?: { maxKeys?: number } | false;
 }
 
 const COMMAND = 'rateLimitCheck';
+
+/**
+ * A limiter must answer fast or not at all: no queue of commands while disconnected (after the
+ * first connection, see `queueUntilFirstReady`), no resending (a resent check would count twice),
+ * one retry at most, and a reconnect attempt at least every 500 ms so recovery follows Redis's
+ * return within about a second.
+ */
+const CREATED_CLIENT_DEFAULTS: RedisOptions = {
+  enableAutoPipelining: true,
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: 1,
+  retryStrategy: (attempt) => Math.min(attempt * 50, 500),
+};
 const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<number[]>;
@@ -33,42 +52,66 @@ export class RedisStorage implements RateLimitStorage {
   private readonly ownsClient: boolean;
   private readonly clock?: () => number;
   private readonly run: CheckCommand;
+  private readonly blocks?: BlockCache;
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
       this.client = options.client;
       this.ownsClient = false;
     } else {
-      // A limiter must answer fast: fail a command after one retry instead of ioredis's twenty.
-      const settings: RedisOptions = { enableAutoPipelining: true, maxRetriesPerRequest: 1, ...options.options };
+      const settings: RedisOptions = { ...CREATED_CLIENT_DEFAULTS, ...options.options };
       this.client = options.url ? new Redis(options.url, settings) : new Redis(settings);
       this.ownsClient = true;
+      if (options.options?.enableOfflineQueue === undefined) queueUntilFirstReady(this.client);
       reportErrorsOncePerOutage(this.client);
     }
     this.clock = options.clock;
+    if (options.blockCache !== false) this.blocks = new BlockCache(options.blockCache?.maxKeys ?? 10_000);
     this.client.defineCommand(COMMAND, { lua: REDIS_CHECK_LUA });
     const command = (this.client as unknown as Record<string, CheckCommand>)[COMMAND];
     this.run = command.bind(this.client);
   }
 
-  async check(checks: readonly RateLimitCheck[], cost: number): Promise<RateLimitResult> {
-    const reply = await this.run(checks.length, ...redisCheckArguments(checks, cost, this.clock?.()));
-    return settleCheck(
-      checks.map((c) => c.rule),
-      reply[0],
-      cost,
-      (i) => [reply[1 + i * 4] === 1, reply[2 + i * 4], reply[3 + i * 4], reply[4 + i * 4]],
-    );
+  check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult> {
+    const sentAt = this.clock ? this.clock() : Date.now();
+    const blocked = this.blocks?.find(checks, cost, sentAt);
+    if (blocked) return blocked;
+    return this.run(checks.length, ...redisCheckArguments(checks, cost, this.clock?.())).then((reply) => {
+      const result = settleCheck(
+        checks.map((c) => c.rule),
+        reply[0],
+        cost,
+        (i) => [reply[1 + i * 4] === 1, reply[2 + i * 4], reply[3 + i * 4], reply[4 + i * 4]],
+      );
+      this.blocks?.record(checks, cost, sentAt, result);
+      return result;
+    });
+  }
+
+  /** Waits up to `timeoutMs` for a client the storage created to connect; never throws. */
+  async init(timeoutMs = 2_000): Promise<void> {
+    if (!this.ownsClient || this.client.status === 'ready') return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.client.off('ready', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.client.once('ready', done);
+    });
   }
 
   /** Quits the client only if this storage created it. */
   async close(): Promise<void> {
     if (!this.ownsClient || this.client.status === 'end') return;
     if (this.client.status !== 'ready') return this.client.disconnect();
-    // QUIT lets in-flight checks finish; resolve once the socket is really gone.
+    // QUIT lets in-flight checks finish; a Redis that hangs gets a second, then the socket is cut.
     const ended = new Promise<void>((resolve) => this.client.once('end', () => resolve()));
+    const cutoff = setTimeout(() => this.client.disconnect(), 1_000);
     await this.client.quit().catch(() => this.client.disconnect());
     await ended;
+    clearTimeout(cutoff);
   }
 }
 
@@ -82,5 +125,15 @@ function reportErrorsOncePerOutage(client: Redis): void {
   });
   client.on('ready', () => {
     reported = false;
+  });
+}
+
+/**
+ * Checks sent while the client first connects wait (briefly: the guard's timeout bounds them);
+ * from then on a disconnected client fails at once instead of queueing.
+ */
+function queueUntilFirstReady(client: Redis): void {
+  client.once('ready', () => {
+    client.options.enableOfflineQueue = false;
   });
 }

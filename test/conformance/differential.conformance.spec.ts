@@ -12,12 +12,29 @@ describe('memory and Redis agree on random traces', () => {
   it('for every algorithm, alone and combined, decision for decision', async () => {
     const runs = 2_000;
     const { checks, denied, impossible } = await playDifferentialTraces(
-      (clock) => new RedisStorage({ url: redis.url, clock: clock.now }),
+      (clock) => new RedisStorage({ url: redis.url, clock: clock.now, blockCache: false }),
       runs,
     );
     expect(checks).toBeGreaterThan(runs * 10);
     // the traces reach the interesting paths, not only admissions
     expect(denied).toBeGreaterThan(checks / 10);
     expect(impossible).toBeGreaterThan(0);
+  });
+
+  it('with the block cache on: never denies what Redis would allow, nor allows what it would deny', async () => {
+    const admin = redis.client();
+    await admin.config('RESETSTAT');
+    const { checks, denied } = await playDifferentialTraces(
+      (clock) => new RedisStorage({ url: redis.url, clock: clock.now }),
+      1_000,
+      'verdict',
+    );
+    expect(checks).toBeGreaterThan(10_000);
+    expect(denied).toBeGreaterThan(checks / 10);
+    // and it did answer denials locally: fewer script calls than checks
+    const stats = await admin.info('commandstats');
+    const calls = Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+    expect(calls).toBeGreaterThan(0);
+    expect(calls).toBeLessThan(checks - denied / 4);
   });
 });

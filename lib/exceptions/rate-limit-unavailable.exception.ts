@@ -1,0 +1,20 @@
+import { HttpException, HttpStatus } from '@nestjs/common';
+
+/**
+ * Thrown under the `deny` failure policy when the storage cannot answer: a 503, not a 429 (the
+ * client did nothing wrong) and not a 500 (the failure is known and temporary).
+ */
+export class RateLimitUnavailableException extends HttpException {
+  /** Whole seconds to wait, at least 1: the `Retry-After` value. */
+  readonly retryAfter: number;
+  readonly headers: readonly [string, string][] = [];
+
+  constructor(retryAfterMs: number, message = 'Rate limiting is temporarily unavailable') {
+    const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    super(
+      { statusCode: HttpStatus.SERVICE_UNAVAILABLE, error: 'Service Unavailable', message, retryAfter },
+      HttpStatus.SERVICE_UNAVAILABLE,
+    );
+    this.retryAfter = retryAfter;
+  }
+}

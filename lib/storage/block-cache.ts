@@ -1,0 +1,69 @@
+import type { RateLimitDecision, RateLimitResult } from './rate-limit-decision.js';
+import type { RateLimitCheck } from './rate-limit-storage.interface.js';
+
+interface Block {
+  /** When the denied request was sent (local clock). */
+  readonly sentAt: number;
+  /** Until when (local clock) the key stays denied. */
+  readonly until: number;
+  /** Smallest cost known to be denied; a cheaper request might pass, so it goes to Redis. */
+  readonly cost: number;
+  readonly decision: RateLimitDecision;
+}
+
+/**
+ * Remembers keys a remote storage denied, so a client flooding past its limit costs no round
+ * trip until its retry-after ends. It can only repeat a denial the storage gave: a block holds
+ * for the same rule (limit and burst), a cost at least as high, and a deadline measured from
+ * when the request was *sent*, which is never later than the storage's own clock.
+ */
+export class BlockCache {
+  private readonly blocks = new Map<string, Block>();
+
+  constructor(private readonly maxKeys: number) {
+    if (!Number.isSafeInteger(maxKeys) || maxKeys < 1) {
+      throw new Error(`RedisStorage: blockCache.maxKeys must be a positive integer, got ${String(maxKeys)}`);
+    }
+  }
+
+  get size(): number {
+    return this.blocks.size;
+  }
+
+  /** A denial for this check without asking the storage, or undefined. */
+  find(checks: readonly RateLimitCheck[], cost: number, now: number): RateLimitResult | undefined {
+    for (const { key, rule } of checks) {
+      const block = this.blocks.get(key);
+      if (block === undefined) continue;
+      if (block.until <= now) {
+        this.blocks.delete(key);
+        continue;
+      }
+      const { decision } = block;
+      const sameRule = decision.rule.limit === rule.limit && decision.rule.burst === rule.burst;
+      // A cost above capacity is refused for good, which only the storage's answer says.
+      if (sameRule && cost >= block.cost && cost <= rule.capacity) {
+        // Only the blocking rule is known; the others were not consulted.
+        const elapsed = now - block.sentAt;
+        return {
+          allowed: false,
+          now,
+          decisions: [{ ...decision, rule, retryAfterMs: block.until - now, resetMs: Math.max(0, decision.resetMs - elapsed) }],
+        };
+      }
+    }
+    return undefined;
+  }
+
+  /** Records the denied rules of a result obtained for a request sent at `sentAt`. */
+  record(checks: readonly RateLimitCheck[], cost: number, sentAt: number, result: RateLimitResult): void {
+    if (result.allowed) return;
+    result.decisions.forEach((decision, i) => {
+      if (decision.allowed || !Number.isFinite(decision.retryAfterMs) || decision.retryAfterMs <= 0) return;
+      const key = checks[i].key;
+      this.blocks.delete(key);
+      this.blocks.set(key, { sentAt, until: sentAt + decision.retryAfterMs, cost, decision });
+      if (this.blocks.size > this.maxKeys) this.blocks.delete(this.blocks.keys().next().value as string);
+    });
+  }
+}

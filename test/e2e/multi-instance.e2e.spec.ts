@@ -1,0 +1,133 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Redis } from 'ioredis';
+import { freePort, startRedis, type TestRedis } from '../support/redis-server.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+// Inside the repo, so the compiled ESM finds package.json ("type": "module") and node_modules.
+// One directory per run: concurrent test runs in this tree must not delete each other's build.
+const BUILD_ROOT = join(ROOT, '.test-build');
+const BUILD = join(BUILD_ROOT, `run-${process.pid}`);
+const MAIN = join(BUILD, 'sample-app', 'main.js');
+const INSTANCES = 3;
+const REQUESTS = 600;
+const LIMIT = 5; // GET /items: 5/minute per IP
+
+interface Instance {
+  readonly port: number;
+  readonly child: ChildProcess;
+  log: string;
+}
+
+/** SIGTERM, then wait for the exit; SIGKILL if it hangs. Resolves to how it ended. */
+function terminate(child: ChildProcess): Promise<string> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(`already ${child.exitCode ?? child.signalCode}`);
+  return new Promise((resolve) => {
+    const hang = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    child.once('exit', (code, signal) => {
+      clearTimeout(hang);
+      resolve(signal === 'SIGKILL' ? 'killed' : `exited ${code ?? signal}`);
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+async function waitForHealth(instance: Instance): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (instance.child.exitCode !== null) throw new Error(`sample app exited (${instance.child.exitCode}):\n${instance.log}`);
+    const ok = await fetch(`http://127.0.0.1:${instance.port}/health`).then(
+      async (res) => (await res.arrayBuffer(), res.status === 200),
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`sample app on port ${instance.port} not healthy within 20 s:\n${instance.log}`);
+}
+
+/** Milliseconds since the epoch by Redis's clock, which is what the Lua script windows by. */
+async function redisNow(client: Redis): Promise<number> {
+  const [seconds, micros] = await client.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}
+
+describe('the sample app as separate processes on one Redis', () => {
+  let redis: TestRedis;
+  let admin: Redis;
+  const instances: Instance[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    admin = redis.client();
+    const tsc = join(ROOT, 'node_modules', '.bin', 'tsc');
+    await promisify(execFile)(tsc, ['-p', 'tsconfig.build.json', '--outDir', BUILD], { cwd: ROOT }).catch((error: { stdout?: string }) => {
+      // Type errors still emit JS; only a missing entry point stops the test.
+      if (!existsSync(MAIN)) throw new Error(`tsc produced no ${MAIN}:\n${error.stdout ?? String(error)}`);
+    });
+    for (let i = 0; i < INSTANCES; i++) {
+      const port = await freePort();
+      const child = spawn(process.execPath, [MAIN], {
+        cwd: ROOT,
+        env: { ...process.env, PORT: String(port), REDIS_URL: redis.url },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const instance: Instance = { port, child, log: '' };
+      child.stdout!.on('data', (chunk: Buffer) => (instance.log += chunk.toString()));
+      child.stderr!.on('data', (chunk: Buffer) => (instance.log += chunk.toString()));
+      instances.push(instance);
+    }
+    await Promise.all(instances.map(waitForHealth));
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(instances.map((instance) => terminate(instance.child)));
+    await redis?.stop();
+    rmSync(BUILD, { recursive: true, force: true });
+    if (existsSync(BUILD_ROOT) && readdirSync(BUILD_ROOT).length === 0) rmSync(BUILD_ROOT, { recursive: true, force: true });
+  }, 30_000);
+
+  it(`admits exactly ${LIMIT} of ${REQUESTS} concurrent requests from one client, in total across ${INSTANCES} instances`, async () => {
+    expect(new Set(instances.map((i) => i.port)).size).toBe(INSTANCES);
+    // The apps use the real clock and minute-aligned windows: a burst straddling :00 would get
+    // two budgets. Near the end of a minute, wait for the next one (at most 5 s).
+    const intoMinute = (await redisNow(admin)) % 60_000;
+    if (intoMinute > 55_000) await new Promise((r) => setTimeout(r, 60_000 - intoMinute + 50));
+    const windowStart = Math.floor((await redisNow(admin)) / 60_000);
+
+    const results = await Promise.all(
+      Array.from({ length: REQUESTS }, async (_, i) => {
+        const { port } = instances[i % INSTANCES];
+        const response = await fetch(`http://127.0.0.1:${port}/items`);
+        await response.arrayBuffer();
+        return { port, status: response.status };
+      }),
+    );
+    expect(Math.floor((await redisNow(admin)) / 60_000)).toBe(windowStart); // else the count below is meaningless
+
+    const count = (status: number) => results.filter((r) => r.status === status).length;
+    expect({ ok: count(200), limited: count(429) }).toEqual({ ok: LIMIT, limited: REQUESTS - LIMIT });
+    // Every instance took its share of the burst.
+    for (const { port } of instances) expect(results.filter((r) => r.port === port)).toHaveLength(REQUESTS / INSTANCES);
+
+    // One counter for the client, in Redis, at exactly the limit.
+    expect(await admin.keys('*')).toEqual(['rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000']);
+    expect(await admin.hget('rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000', 'c')).toBe(String(LIMIT));
+
+    // And every instance now refuses the client, with the shared countdown.
+    for (const { port } of instances) {
+      const response = await fetch(`http://127.0.0.1:${port}/items`);
+      expect(response.status).toBe(429);
+      expect(response.headers.get('ratelimit')).toMatch(/^"ItemsController\.findAll";r=0;t=\d+$/);
+      expect(await response.json()).toMatchObject({ statusCode: 429, message: 'Rate limit exceeded' });
+    }
+  });
+
+  it('shuts every instance down on SIGTERM', async () => {
+    const endings = await Promise.all(instances.map((instance) => terminate(instance.child)));
+    expect(endings).toEqual(Array.from({ length: INSTANCES }, () => expect.stringMatching(/^exited (0|SIGTERM)$/)));
+  });
+});
