@@ -6,7 +6,7 @@ interface Block {
   readonly sentAt: number;
   /** Until when (local clock) the key stays denied. */
   readonly until: number;
-  /** Smallest cost known to be denied; a cheaper request might pass, so it goes to Redis. */
+  /** The denied cost: another cost may pass sooner or later, so it goes to the storage. */
   readonly cost: number;
   readonly decision: RateLimitDecision;
 }
@@ -14,8 +14,9 @@ interface Block {
 /**
  * Remembers keys a remote storage denied, so a client flooding past its limit costs no round
  * trip until its retry-after ends. It can only repeat a denial the storage gave: a block holds
- * for the same rule (limit and burst), a cost at least as high, and a deadline measured from
- * when the request was *sent*, which is never later than the storage's own clock.
+ * for the same rule (limit and burst) and the same cost, until a deadline measured from when the
+ * request was *sent*, which is never later than the storage's own clock. Its retry-after is a
+ * lower bound: requests from other app instances may have used the key since.
  */
 export class BlockCache {
   private readonly blocks = new Map<string, Block>();
@@ -42,7 +43,7 @@ export class BlockCache {
       const { decision } = block;
       const sameRule = decision.rule.limit === rule.limit && decision.rule.burst === rule.burst;
       // A cost above capacity is refused for good, which only the storage's answer says.
-      if (sameRule && cost >= block.cost && cost <= rule.capacity) {
+      if (sameRule && cost === block.cost && cost <= rule.capacity) {
         // Only the blocking rule is known; the others were not consulted.
         const elapsed = now - block.sentAt;
         return {
@@ -57,12 +58,17 @@ export class BlockCache {
 
   /** Records the denied rules of a result obtained for a request sent at `sentAt`. */
   record(checks: readonly RateLimitCheck[], cost: number, sentAt: number, result: RateLimitResult): void {
-    if (result.allowed) return;
+    if (result.allowed) {
+      // The keys were just charged: a block on them would now understate the wait.
+      if (this.blocks.size > 0) for (const { key } of checks) this.blocks.delete(key);
+      return;
+    }
     result.decisions.forEach((decision, i) => {
-      if (decision.allowed || !Number.isFinite(decision.retryAfterMs) || decision.retryAfterMs <= 0) return;
+      if (decision.allowed || !Number.isFinite(decision.retryAfterMs) || decision.retryAfterMs <= 1) return;
       const key = checks[i].key;
       this.blocks.delete(key);
-      this.blocks.set(key, { sentAt, until: sentAt + decision.retryAfterMs, cost, decision });
+      // retryAfterMs was rounded up: one ms less keeps the block strictly inside the real wait.
+      this.blocks.set(key, { sentAt, until: sentAt + decision.retryAfterMs - 1, cost, decision });
       if (this.blocks.size > this.maxKeys) this.blocks.delete(this.blocks.keys().next().value as string);
     });
   }

@@ -28,6 +28,7 @@ describe('memory and Redis agree on random traces', () => {
       (clock) => new RedisStorage({ url: redis.url, clock: clock.now }),
       1_000,
       'verdict',
+      true,
     );
     expect(checks).toBeGreaterThan(10_000);
     expect(denied).toBeGreaterThan(checks / 10);
