@@ -62,7 +62,8 @@ function parseOne(part: string, whole: unknown): ParsedRate {
   const match = ONE_RATE.exec(text);
   if (!match) throw new InvalidRateError(whole, `"${text}" does not match the grammar`);
   const [, n, m, unit] = match;
-  const unitMs = UNIT_MS[unit.toLowerCase()];
+  const unitName = unit.toLowerCase();
+  const unitMs = Object.hasOwn(UNIT_MS, unitName) ? UNIT_MS[unitName] : undefined;
   if (unitMs === undefined) throw new InvalidRateError(whole, `unknown unit "${unit}"`);
   const limit = positiveInteger(n, whole, 'the count');
   const multiple = m === undefined ? 1 : positiveInteger(m, whole, 'the window length');
@@ -83,6 +84,10 @@ function describe(value: unknown): string {
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {
-    return String(value);
+    try {
+      return String(value);
+    } catch {
+      return Object.prototype.toString.call(value);
+    }
   }
 }

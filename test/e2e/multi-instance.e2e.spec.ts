@@ -100,18 +100,17 @@ describe('the sample app as separate processes on one Redis', () => {
 
     const results = await Promise.all(
       Array.from({ length: REQUESTS }, async (_, i) => {
-        const { port } = instances[i % INSTANCES];
-        const response = await fetch(`http://127.0.0.1:${port}/items`);
+        const response = await fetch(`http://127.0.0.1:${instances[i % INSTANCES].port}/items`);
         await response.arrayBuffer();
-        return { port, status: response.status };
+        return { status: response.status };
       }),
     );
     expect(Math.floor((await redisNow(admin)) / 60_000)).toBe(windowStart); // else the count below is meaningless
 
     const count = (status: number) => results.filter((r) => r.status === status).length;
-    expect({ ok: count(200), limited: count(429) }).toEqual({ ok: LIMIT, limited: REQUESTS - LIMIT });
-    // Every instance took its share of the burst.
-    for (const { port } of instances) expect(results.filter((r) => r.port === port)).toHaveLength(REQUESTS / INSTANCES);
+    // The apps' warnings and errors ride along, so a miscount shows its cause.
+    const complaints = instances.flatMap((i) => i.log.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((line) => /WARN|ERROR/.test(line)));
+    expect({ ok: count(200), limited: count(429), complaints }).toEqual({ ok: LIMIT, limited: REQUESTS - LIMIT, complaints: [] });
 
     // One counter for the client, in Redis, at exactly the limit.
     expect(await admin.keys('*')).toEqual(['rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000']);

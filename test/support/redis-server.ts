@@ -45,26 +45,65 @@ export async function startRedis(): Promise<TestRedis> {
     };
   }
 
+  return startPrivateRedis();
+}
+
+/** A private redis-server the test may kill, restart, freeze and thaw. */
+export interface ControllableRedis extends TestRedis {
+  /** SIGKILL: connections drop at once. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port, empty. */
+  restart(): Promise<void>;
+  /** SIGSTOP: connections stay open but nothing answers. */
+  freeze(): void;
+  /** SIGCONT. */
+  thaw(): void;
+}
+
+/** Always a private `redis-server` on a free port, whatever REDIS_URL says. */
+export async function startPrivateRedis(): Promise<ControllableRedis> {
   if (spawnSync('redis-server', ['--version']).error) {
     throw new Error(`The Redis tests need a Redis server and found none. ${HOW_TO_FIX}`);
   }
+  const clients: Redis[] = [];
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'rl-redis-'));
-  const server = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-    { stdio: 'ignore' },
-  );
   const url = `redis://127.0.0.1:${port}`;
-  await waitForPing(port, server);
-  const admin = track(url)();
+  const launch = async () => {
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      { stdio: 'ignore' },
+    );
+    await waitForPing(port, child);
+    return child;
+  };
+  let server = await launch();
+  const client = () => {
+    const c = new Redis(url, { maxRetriesPerRequest: 1 });
+    c.on('error', () => undefined); // outage tests kill the server under these clients
+    clients.push(c);
+    return c;
+  };
+  const admin = client();
   return {
     url,
     port,
-    client: track(url),
+    client,
     flush: async () => void (await admin.flushdb()),
+    kill: async () => {
+      const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+      server.kill('SIGKILL');
+      await exited;
+    },
+    restart: async () => {
+      server = await launch();
+    },
+    freeze: () => void server.kill('SIGSTOP'),
+    thaw: () => void server.kill('SIGCONT'),
     stop: async () => {
-      await closeClients();
+      server.kill('SIGCONT');
+      await Promise.all(clients.map(closeClient));
       await stopProcess(server);
       rmSync(dir, { recursive: true, force: true });
     },
@@ -77,7 +116,8 @@ export async function closeClient(client: Redis): Promise<void> {
   const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
   if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
   else client.disconnect();
-  await ended;
+  // a client whose server was killed may never say 'end'; do not let that hang a test run
+  await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 500).unref())]);
 }
 
 export function freePort(): Promise<number> {

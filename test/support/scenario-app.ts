@@ -1,4 +1,4 @@
-import type { INestApplication, ModuleMetadata, Type } from '@nestjs/common';
+import type { INestApplication, ModuleMetadata, NestApplicationOptions, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { RateLimitModule, type RateLimitModuleOptions } from '../../lib/index.js';
 import type { TestRedis } from './redis-server.js';
@@ -8,14 +8,14 @@ import { memoryTarget, redisTarget, type StorageTarget } from './storage-targets
 export async function createScenarioApp(
   controllers: Type[],
   options: RateLimitModuleOptions,
-  extra: Pick<ModuleMetadata, 'providers' | 'imports'> = {},
+  extra: Pick<ModuleMetadata, 'providers' | 'imports'> & Pick<NestApplicationOptions, 'forceCloseConnections'> = {},
 ): Promise<INestApplication> {
   const moduleRef = await Test.createTestingModule({
     imports: [RateLimitModule.forRoot(options), ...(extra.imports ?? [])],
     controllers,
     providers: extra.providers ?? [],
   }).compile();
-  const app = moduleRef.createNestApplication({ logger: false });
+  const app = moduleRef.createNestApplication({ logger: false, forceCloseConnections: extra.forceCloseConnections });
   await app.init();
   return app;
 }

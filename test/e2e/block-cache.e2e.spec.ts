@@ -1,0 +1,67 @@
+import 'reflect-metadata';
+import { Controller, Get, type INestApplication } from '@nestjs/common';
+import request from 'supertest';
+import { RateLimit, RedisStorage } from '../../lib/index.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { createScenarioApp } from '../support/scenario-app.js';
+
+@Controller()
+class FloodController {
+  @Get('quote')
+  @RateLimit('3/minute')
+  quote() {
+    return { ok: true };
+  }
+}
+
+describe('the local block cache', () => {
+  let redis: TestRedis;
+  let app: INestApplication | undefined;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await app?.close();
+    await redis?.stop();
+  });
+
+  const scriptCalls = async () => {
+    const stats = await redis.client().info('commandstats');
+    return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+  };
+
+  it('answers a flooding client without a Redis call until its retry-after ends, with correct 429s', async () => {
+    await redis.flush();
+    const clock = new FakeClock(Date.UTC(2030, 0, 1, 8, 0, 20));
+    app = await createScenarioApp([FloodController], { storage: new RedisStorage({ url: redis.url, clock: clock.now }) });
+    const http = request(app.getHttpServer());
+    for (let i = 0; i < 3; i++) await http.get('/quote').expect(200);
+    const first = await http.get('/quote').expect(429); // Redis says no, and for how long
+    expect(first.headers['retry-after']).toBe('40');
+
+    await redis.client().config('RESETSTAT');
+    for (let i = 0; i < 50; i++) {
+      clock.advance(500);
+      const denied = await http.get('/quote').expect(429);
+      expect(denied.body).toMatchObject({ statusCode: 429, message: 'Rate limit exceeded' });
+      expect(denied.headers.ratelimit).toBe(`"FloodController.quote";r=0;t=${Math.ceil((40_000 - (i + 1) * 500 - 1) / 1000)}`);
+    }
+    expect(await scriptCalls()).toBe(0);
+
+    clock.advance(15_000); // past the window's end
+    await http.get('/quote').expect(200);
+    expect(await scriptCalls()).toBe(1);
+  });
+
+  it('can be turned off', async () => {
+    await app?.close();
+    await redis.flush();
+    app = await createScenarioApp([FloodController], { storage: { type: 'redis', url: redis.url, blockCache: false } });
+    const http = request(app.getHttpServer());
+    for (let i = 0; i < 4; i++) await http.get('/quote');
+    await redis.client().config('RESETSTAT');
+    for (let i = 0; i < 10; i++) await http.get('/quote').expect(429);
+    expect(await scriptCalls()).toBe(10);
+  });
+});

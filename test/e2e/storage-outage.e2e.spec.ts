@@ -1,0 +1,169 @@
+import 'reflect-metadata';
+import { Controller, Get, type INestApplication } from '@nestjs/common';
+import { RateLimit, type StorageErrorPolicy } from '../../lib/index.js';
+import { startLoad, sleep, type Sample } from '../support/load.js';
+import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
+import { createScenarioApp } from '../support/scenario-app.js';
+
+@Controller()
+class OutageController {
+  @Get('open')
+  @RateLimit('100000/minute')
+  open() {
+    return { ok: true };
+  }
+
+  @Get('tight')
+  @RateLimit('2/minute')
+  tight() {
+    return { ok: true };
+  }
+
+  @Get('login')
+  @RateLimit('100000/minute', { onStorageError: 'deny' })
+  login() {
+    return { ok: true };
+  }
+}
+
+const TIMEOUT = 50;
+// CI machines have two cores shared with Redis, the load generator and Jest: allow scheduling noise.
+const MARGIN = 250;
+
+async function scriptCalls(redis: ControllableRedis): Promise<number> {
+  const stats = await redis.client().info('commandstats');
+  return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+}
+
+/** Polls until Redis sees script calls again; returns how long that took. */
+async function timeUntilRedisDecides(redis: ControllableRedis, base: string): Promise<number> {
+  const start = performance.now();
+  const before = await scriptCalls(redis);
+  while (performance.now() - start < 5_000) {
+    await (await fetch(`${base}/open`)).arrayBuffer();
+    if ((await scriptCalls(redis)) > before) return performance.now() - start;
+    await sleep(20);
+  }
+  return Infinity;
+}
+
+describe('a Redis outage under load', () => {
+  let redis: ControllableRedis;
+  let app: INestApplication | undefined;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+
+  beforeAll(() => process.on('unhandledRejection', onUnhandled));
+  afterAll(() => process.off('unhandledRejection', onUnhandled));
+  beforeEach(async () => {
+    unhandled.length = 0;
+    redis = await startPrivateRedis();
+  });
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+    await redis.stop();
+  });
+
+  async function serve(policy: StorageErrorPolicy): Promise<string> {
+    app = await createScenarioApp(
+      [OutageController],
+      { storage: { type: 'redis', url: redis.url }, onStorageError: policy, storageTimeout: TIMEOUT },
+      { forceCloseConnections: true }, // keep-alive sockets of the load generator must not hold close()
+    );
+    await app.listen(0, '127.0.0.1');
+    return (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  }
+
+  it.each<[StorageErrorPolicy, number[]]>([
+    ['allow', [200]],
+    ['deny', [200, 503]],
+    ['memory', [200]],
+  ])("'%s': answers within the timeout, with no 5xx but its own, and recovers", async (policy, allowedStatuses) => {
+    const base = await serve(policy);
+    const load = startLoad(base, ['/open'], 8);
+    await sleep(300);
+    await redis.kill();
+    const outageStart = performance.now();
+    await sleep(1_200);
+
+    // during the outage, the policy decides
+    const tight = [];
+    for (let i = 0; i < 3; i++) tight.push((await fetch(`${base}/tight`)).status);
+    const login = await fetch(`${base}/login`);
+    await login.arrayBuffer();
+
+    await redis.restart();
+    const recovery = await timeUntilRedisDecides(redis, base);
+    const samples: Sample[] = await load.stop();
+
+    expect(samples.length).toBeGreaterThan(100);
+    const statuses = new Set(samples.map((s) => s.status));
+    expect([...statuses].filter((s) => !allowedStatuses.includes(s))).toEqual([]);
+    const slowest = Math.max(...samples.map((s) => s.ms));
+    expect(slowest).toBeLessThanOrEqual(TIMEOUT + MARGIN);
+    // the outage was really felt: requests kept flowing while Redis was gone
+    expect(samples.filter((s) => s.sentAt > outageStart && s.sentAt < outageStart + 1_000).length).toBeGreaterThan(20);
+
+    if (policy === 'deny') {
+      const refused = samples.filter((s) => s.status === 503);
+      expect(refused.length).toBeGreaterThan(20);
+      for (const s of refused) expect(Number(s.retryAfter)).toBeGreaterThanOrEqual(1);
+      expect(tight).toEqual([503, 503, 503]);
+    } else if (policy === 'memory') {
+      expect(tight).toEqual([200, 200, 429]); // the same rules, enforced in process
+    } else {
+      expect(tight).toEqual([200, 200, 200]); // fail open
+    }
+    // a route may choose its own policy: the login route fails closed whatever the module says
+    expect(login.status).toBe(503);
+    expect(Number(login.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+
+    expect(recovery).toBeLessThan(1_500);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('stops waiting on a Redis that hangs: a timeout at first, then an open circuit that costs nothing', async () => {
+    const base = await serve('allow');
+    await (await fetch(`${base}/open`)).arrayBuffer();
+    redis.freeze();
+    const timings: number[] = [];
+    try {
+      for (let i = 0; i < 15; i++) {
+        const start = performance.now();
+        const response = await fetch(`${base}/open`);
+        await response.arrayBuffer();
+        timings.push(performance.now() - start);
+        expect(response.status).toBe(200);
+      }
+    } finally {
+      redis.thaw();
+    }
+    // five timeouts open the circuit; after that no request waits for Redis
+    for (const ms of timings.slice(0, 5)) expect(ms).toBeGreaterThanOrEqual(TIMEOUT - 5);
+    for (const ms of timings.slice(0, 5)) expect(ms).toBeLessThanOrEqual(TIMEOUT + MARGIN);
+    for (const ms of timings.slice(6)) expect(ms).toBeLessThan(TIMEOUT - 10);
+    expect(await timeUntilRedisDecides(redis, base)).toBeLessThan(1_500);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('lets the app close while a check is in flight, without an unhandled rejection', async () => {
+    const base = await serve('allow');
+    await (await fetch(`${base}/open`)).arrayBuffer();
+    redis.freeze();
+    try {
+      // the server may cut the socket on close (forceCloseConnections); the check must still end cleanly
+      const inFlight = fetch(`${base}/open`).then(async (r) => (await r.arrayBuffer(), r.status), () => 'reset');
+      await sleep(10);
+      const started = performance.now();
+      await app!.close();
+      app = undefined;
+      expect(performance.now() - started).toBeLessThan(2_000); // a hung Redis cannot hold shutdown
+      expect([200, 'reset']).toContain(await inFlight);
+    } finally {
+      redis.thaw();
+    }
+    await sleep(50);
+    expect(unhandled).toEqual([]);
+  });
+});
