@@ -114,6 +114,8 @@ export class RedisStorage implements RateLimitStorage {
     await this.client.quit().catch(() => this.client.disconnect());
     await ended;
     clearTimeout(cutoff);
+    // QUIT leaves a sentinel client's failover subscription open; this releases it.
+    this.client.disconnect();
   }
 }
 

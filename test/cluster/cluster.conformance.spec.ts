@@ -55,7 +55,9 @@ describe('Redis Cluster routing', () => {
 
     const scripts = ['eval', 'evalsha', 'eval_ro', 'evalsha_ro'];
     for (const master of cluster.masters()) expect(await calls(master.port, scripts)).toBeGreaterThan(0);
-    for (const replica of cluster.replicas()) expect({ replica: replica.port, scripts: await calls(replica.port, scripts) }).toEqual({ replica: replica.port, scripts: 0 });
+    for (const replica of cluster.replicas()) {
+      expect({ replica: replica.port, scripts: await calls(replica.port, scripts) }).toEqual({ replica: replica.port, scripts: 0 });
+    }
     const replicaGets = await Promise.all(cluster.replicas().map((replica) => calls(replica.port, ['get'])));
     expect(replicaGets.reduce((a, b) => a + b)).toBeGreaterThan(0);
   });
@@ -89,8 +91,7 @@ describe('Redis Cluster failover', () => {
 
     const master = await cluster.masterOf(keyOf('failover', rule));
     const replica = cluster.nodes.find((node) => node.masterId === master.id)!;
-    // the replica has the writes before its master dies
-    expect(await adminCommand(master.port, ['WAIT', 1, 2_000])).toBe(1);
+    await cluster.waitForReplicas(); // the replica has the writes before its master dies
     await cluster.killMaster(master);
     const promoted = await cluster.waitForFailover();
     expect(promoted.map((node) => node.port)).toEqual([replica.port]);

@@ -52,10 +52,19 @@ export interface TestCluster {
   /** The master now serving `key`'s slot (asked of the nodes, not of a client's cache). */
   masterOf(key: string): Promise<ClusterNode>;
   /**
-   * SIGKILLs a master, by default the one serving `key` if given, else the first master, and
-   * resolves once its process is gone (no graceful shutdown, no failover handshake). Then call
-   * `waitForFailover()` before expecting every slot to be served again; clients see connection
-   * errors and CLUSTERDOWN until then, which is what a test of a failure policy wants.
+   * Resolves once every live replica has all the writes its master had when this was called:
+   * before a killMaster, so the promoted replica holds the state a test wrote. (WAIT would need
+   * the very connection that wrote, which a Cluster client does not expose per slot.)
+   */
+  waitForReplicas(timeoutMs?: number): Promise<void>;
+  /**
+   * SIGKILLs a master (the given node, the master now serving `{ key }`, or else the first live
+   * master) and resolves once its process is gone: no graceful shutdown, no failover handshake.
+   * Call `waitForReplicas()` first if the replica must hold what was written. Until
+   * `waitForFailover()` resolves, clients see connection errors and CLUSTERDOWN for that
+   * master's slots, which is what a test of a failure policy wants. One master at a time: a
+   * failover needs a majority of masters alive to vote, and a master promoted earlier has no
+   * replica until the killed node is `restart()`ed.
    */
   killMaster(target?: ClusterNode | { key: string }): Promise<ClusterNode>;
   /**
@@ -123,6 +132,23 @@ export async function startCluster(): Promise<TestCluster> {
       }
     },
     masterOf,
+    waitForReplicas: async (timeoutMs = READY_TIMEOUT_MS) => {
+      const targets = await Promise.all(
+        live()
+          .filter((node) => node.role === 'replica' && nodeById(nodes, node.masterId)?.alive)
+          .map(async (replica) => {
+            const master = nodeById(nodes, replica.masterId)!;
+            const info = infoFields(await adminCommand(master.port, ['INFO', 'replication']));
+            return { replica, offset: Number(info.master_repl_offset) };
+          }),
+      );
+      for (const { replica, offset } of targets) {
+        await waitUntil(`replica ${replica.port} to reach offset ${offset}`, async () => {
+          const info = infoFields(await probe(replica.port, ['INFO', 'replication']));
+          return info.master_link_status === 'up' && Number(info.slave_repl_offset) >= offset;
+        }, timeoutMs);
+      }
+    },
     killMaster: async (target) => {
       let node: ClusterNode | undefined;
       if (!target) node = live().find((n) => n.role === 'master');
@@ -148,13 +174,24 @@ export async function startCluster(): Promise<TestCluster> {
   };
 }
 
-/** Quits a Cluster client and waits for its sockets to close, so Jest finds no open handle. */
+/**
+ * Quits a Cluster client and waits for its sockets to close, so Jest finds no open handle.
+ * A client stuck mid-failover is cut after 2 s rather than hanging the test.
+ */
 export async function closeCluster(client: Cluster): Promise<void> {
   if (client.status === 'end') return;
-  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+  let cutoff: NodeJS.Timeout | undefined;
+  const ended = new Promise<void>((resolve) => {
+    client.once('end', () => resolve());
+    cutoff = setTimeout(() => {
+      client.disconnect();
+      setTimeout(resolve, 100);
+    }, 2_000);
+  });
   if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
   else client.disconnect();
   await ended;
+  clearTimeout(cutoff);
 }
 
 function nodeArgs(port: number, busPort: number, dir: string): string[] {

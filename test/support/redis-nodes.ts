@@ -18,7 +18,7 @@ export const INSTALL_REDIS =
 /** Throws a message saying what to install when a binary is missing. */
 export function requireRedisBinaries(purpose: string, binaries: readonly string[] = ['redis-server', 'redis-cli']): void {
   const missing = binaries.filter((binary) => spawnSync(binary, ['--version']).error);
-  if (missing.length > 0) throw new Error(`${purpose} needs ${missing.join(' and ')}, not found on PATH. ${INSTALL_REDIS}`);
+  if (missing.length > 0) throw new Error(`${purpose} need ${missing.join(' and ')}, not found on PATH. ${INSTALL_REDIS}`);
 }
 
 /**

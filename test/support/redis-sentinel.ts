@@ -35,8 +35,9 @@ export interface TestSentinel {
   /** Resolves once the replica has every write the master had when this was called. */
   waitForReplica(timeoutMs?: number): Promise<void>;
   /**
-   * `SENTINEL FAILOVER`, then waits until the sentinel names the former replica as master, the
-   * former master replicates from it, and every open tracked client writes to the new master.
+   * `SENTINEL FAILOVER`, then waits until the sentinel names the former replica as master and
+   * every open tracked client writes to it (about 1 s). The sentinel demotes the former master
+   * only at its next INFO, ~10 s later; a second failover waits for that first.
    */
   failover(timeoutMs?: number): Promise<{ from: number; to: number }>;
   stop(): Promise<void>;
@@ -51,7 +52,7 @@ export async function startSentinel(): Promise<TestSentinel> {
   const dirs: string[] = [];
   const clients: Redis[] = [];
   const stop = async () => {
-    await Promise.all(clients.map(closeClient));
+    await Promise.all(clients.map(closeSentinelClient));
     await Promise.all(processes.map((p) => killProcess(p.process)));
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   };
@@ -65,6 +66,7 @@ export async function startSentinel(): Promise<TestSentinel> {
         break;
       } catch (error) {
         await Promise.all(processes.splice(0).map((p) => killProcess(p.process)));
+        for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
         if (attempt === 3 || !(error instanceof PortTakenError)) throw error;
       }
     }
@@ -74,6 +76,7 @@ export async function startSentinel(): Promise<TestSentinel> {
   }
 
   const [first, second, sentinelPort] = ports;
+  const log = (port: number) => logTail(processes.find((p) => p.port === port)!.dir);
   const masterPort = async () => {
     const reply = await adminCommand(sentinelPort, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME]);
     return Number((reply as string[])[1]);
@@ -97,9 +100,16 @@ export async function startSentinel(): Promise<TestSentinel> {
       const client = new Redis({
         sentinels: [{ host: '127.0.0.1', port: sentinelPort }],
         name: MASTER_NAME,
-        // a demoted master answers READONLY until the sentinel cuts its clients: reconnect at once
+        // Move on the sentinel's +switch-master: the sentinel demotes the old master only at its
+        // next INFO, ~10 s later, and until then that master still takes (soon lost) writes.
+        failoverDetector: true,
+        // a demoted master answers READONLY: reconnect through the sentinel at once
         reconnectOnError: (error) => error.message.startsWith('READONLY'),
         ...options,
+      });
+      // ioredis reports each of its own sentinel retries as an 'error' event; commands still fail
+      client.on('error', (error: Error) => {
+        if (!error.message.startsWith('All sentinels are unreachable. Retrying')) console.warn(`sentinel client: ${error.message}`);
       });
       clients.push(client);
       return client;
@@ -108,14 +118,15 @@ export async function startSentinel(): Promise<TestSentinel> {
     failover: async (timeoutMs = READY_TIMEOUT_MS) => {
       const from = await masterPort();
       const to = from === first ? second : first;
+      // after an earlier failover, the sentinel demotes the old master only at its next INFO (~10 s)
+      await waitForFailoverReady(sentinelPort, from, to, timeoutMs, () => log(sentinelPort));
       await adminCommand(sentinelPort, ['SENTINEL', 'FAILOVER', MASTER_NAME]);
       await waitUntil(
         `the sentinel to promote ${to}`,
         async () => (await probe(sentinelPort, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME]) as RawReply[] | undefined)?.[1] === String(to),
         timeoutMs,
-        () => `Sentinel log: ${logTail(dirs[2])}`,
+        () => `Sentinel log: ${log(sentinelPort)}`,
       );
-      await waitUntil(`${from} to replicate from ${to}`, () => replicatesFrom(from, to), timeoutMs, () => `Log: ${logTail(dirs[0])}`);
       // A client may still sit on the old master; a write that lands on the new one proves it moved.
       let probeId = 0;
       for (const client of clients.filter((c) => c.status !== 'end')) {
@@ -135,6 +146,15 @@ export async function startSentinel(): Promise<TestSentinel> {
     },
     stop,
   };
+}
+
+/**
+ * QUIT, then disconnect(): QUIT alone leaves ioredis's failover detector subscribed to the
+ * sentinel (only disconnect() cleans it up), which keeps the process alive.
+ */
+export async function closeSentinelClient(client: Redis): Promise<void> {
+  await closeClient(client);
+  client.disconnect();
 }
 
 function dataNodeArgs(port: number, dir: string): string[] {
@@ -161,6 +181,7 @@ async function startNodes([masterPort, replicaPort, sentinelPort]: number[], pro
   processes.push(
     await startRedisProcess(replicaPort, replicaDir, [...dataNodeArgs(replicaPort, replicaDir), '--replicaof', '127.0.0.1', String(masterPort)]),
   );
+  // the sentinel lists replicas from the master's INFO, which it asks again only every 10 s
   await waitUntil(`replica ${replicaPort} to sync`, () => replicatesFrom(replicaPort, masterPort), READY_TIMEOUT_MS, () => logTail(replicaDir));
 
   const sentinelDir = dir('sentinel');
@@ -180,18 +201,26 @@ async function startNodes([masterPort, replicaPort, sentinelPort]: number[], pro
     ].join('\n'),
   );
   processes.push(await startRedisProcess(sentinelPort, sentinelDir, [config, '--sentinel']));
-  // SENTINEL FAILOVER refuses (NOGOODSLAVE) until the sentinel has seen the replica healthy
+  await waitForFailoverReady(sentinelPort, masterPort, replicaPort, READY_TIMEOUT_MS, () => logTail(sentinelDir));
+}
+
+/**
+ * Waits until `replica` replicates from `master` and the sentinel has seen it healthy: before
+ * that, SENTINEL FAILOVER refuses with NOGOODSLAVE.
+ */
+async function waitForFailoverReady(sentinelPort: number, master: number, replica: number, timeoutMs: number, log: () => string): Promise<void> {
   await waitUntil(
-    'the sentinel to see the replica',
+    `replica ${replica} to sync from ${master} and the sentinel to see it`,
     async () => {
+      if (!(await replicatesFrom(replica, master))) return false;
       const replicas = await probe(sentinelPort, ['SENTINEL', 'REPLICAS', MASTER_NAME]);
       return Array.isArray(replicas) && replicas.some((r) => {
         const fields = pairs(r);
-        return fields.port === String(replicaPort) && fields.flags === 'slave' && fields['master-link-status'] === 'ok';
+        return fields.port === String(replica) && fields.flags === 'slave' && fields['master-link-status'] === 'ok';
       });
     },
-    READY_TIMEOUT_MS,
-    () => `Sentinel log: ${logTail(sentinelDir)}`,
+    timeoutMs,
+    () => `Sentinel log: ${log()}`,
   );
 }
 

@@ -1,0 +1,36 @@
+import { RedisStorage } from '../../lib/index.js';
+import { brief, checker, rulesOf } from '../conformance/limiter.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { startSentinel, type TestSentinel } from '../support/redis-sentinel.js';
+
+let sentinel: TestSentinel;
+beforeAll(async () => {
+  sentinel = await startSentinel();
+}, 60_000);
+afterAll(() => sentinel?.stop());
+
+describe('RedisStorage over Redis Sentinel', () => {
+  it('keeps a budget across a failover: what was used stays used on the new master', async () => {
+    const clock = new FakeClock();
+    const client = sentinel.client();
+    const storage = new RedisStorage({ client, clock: clock.now });
+    const rules = rulesOf([
+      { rate: '5/minute', algorithm: 'fixed-window' },
+      { rate: '5/minute', algorithm: 'gcra' },
+    ]);
+    const check = checker(storage, rules, 'sentinel');
+    const remaining = async () => (await check()).decisions.map((d) => [d.allowed, d.remaining]);
+    for (const left of [4, 3, 2]) expect(await remaining()).toEqual([[true, left], [true, left]]);
+
+    // WAIT on the connection that wrote: the replica has those writes before it is promoted
+    expect(await client.call('WAIT', 1, 1_000)).toBe(1);
+    const { from, to } = await sentinel.failover();
+    expect(await sentinel.masterPort()).toBe(to);
+    expect(to).not.toBe(from);
+
+    clock.advance(1_000); // the same minute; GCRA regains a fraction of a request only
+    expect(await remaining()).toEqual([[true, 1], [true, 1]]);
+    expect(await remaining()).toEqual([[true, 0], [true, 0]]);
+    expect(brief(await check())).toEqual([false, 0]);
+  }, 60_000);
+});
