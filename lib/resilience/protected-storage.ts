@@ -10,8 +10,10 @@ import { StorageUnavailableError } from './storage-unavailable.error.js';
  * Synchronous storages pass straight through.
  *
  * The deadline means "no sign of life": a call times out after `timeoutMs` unless the storage
- * answered a later call meanwhile, which shows the delay is our own event loop (a burst of
- * requests), not the storage. Failing open then would let the burst through uncounted.
+ * answered other calls during that time, or unless this process itself ran so late that it could
+ * not have read an answer: both show the delay is our own (a burst of requests, a starved CPU),
+ * not the storage's, so it waits another period, up to a hard cap. Failing open on a burst would
+ * let the burst through uncounted.
  */
 export class ProtectedStorage {
   /** When the storage last answered (performance.now()): proof of life for calls still waiting. */
@@ -47,11 +49,17 @@ export class ProtectedStorage {
     return new Promise((resolve, reject) => {
       let settled = false;
       let timer: ReturnType<typeof setTimeout>;
+      let since = sentAt;
       const expire = () => {
         if (settled) return;
-        // The storage answered something sent after this call: it is alive, and this answer is
-        // queued behind our own busy event loop. Keep waiting, up to a hard cap.
-        if (this.lastAnswerAt > sentAt && performance.now() - sentAt < this.maxWaitMs) {
+        const now = performance.now();
+        // Keep waiting, up to a hard cap, while the delay is ours rather than the storage's: it
+        // answered other calls during the last period, or this process got the CPU so late that
+        // it could not have read an answer anyway.
+        const alive = this.lastAnswerAt > since;
+        const starved = now - since > this.timeoutMs * 1.5;
+        if ((alive || starved) && now - sentAt < this.maxWaitMs) {
+          since = now;
           timer = setTimeout(onTimer, this.timeoutMs);
           return;
         }
