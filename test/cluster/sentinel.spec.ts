@@ -34,3 +34,42 @@ describe('RedisStorage over Redis Sentinel', () => {
     expect(brief(await check())).toEqual([false, 0]);
   }, 60_000);
 });
+
+// A fresh master, replica and sentinel: the first failover above leaves its topology changing.
+describe('RedisStorage creating its own Sentinel client', () => {
+  let own: TestSentinel;
+  beforeAll(async () => {
+    own = await startSentinel();
+  }, 60_000);
+  afterAll(() => own?.stop());
+
+  it('works with a client the storage creates from sentinel options, and closes it cleanly', async () => {
+    const clock = new FakeClock(Date.UTC(2030, 0, 1, 0, 10));
+    const storage = new RedisStorage({
+      options: { sentinels: [own.sentinel], name: own.masterName, failoverDetector: true },
+      clock: clock.now,
+      blockCache: false,
+    });
+    try {
+      await storage.init();
+      const check = checker(storage, rulesOf([{ rate: '5/minute', algorithm: 'sliding-window-log' }]), 'own-client');
+      for (const left of [4, 3, 2]) expect(brief(await check())).toEqual([true, left]);
+      expect(await storage.client.call('WAIT', 1, 1_000)).toBe(1);
+      await own.failover();
+
+      // the storage's own client follows the sentinel; until it has switched, checks may fail
+      let answer: Awaited<ReturnType<typeof check>> | undefined;
+      const deadline = Date.now() + 10_000;
+      while (!answer && Date.now() < deadline) {
+        answer = await check().catch(() => undefined);
+        if (!answer) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(answer && brief(answer)).toEqual([true, 1]);
+      expect(brief(await check())).toEqual([true, 0]);
+      expect(brief(await check())).toEqual([false, 0]);
+    } finally {
+      await storage.close();
+    }
+    expect(storage.client.status).toBe('end');
+  }, 60_000);
+});
