@@ -5,6 +5,7 @@ import { startLoad, sleep } from '../support/load.js';
 import { startCluster, type TestCluster } from '../support/redis-cluster.js';
 import { rawCommand } from '../support/redis-nodes.js';
 import { createScenarioApp } from '../support/scenario-app.js';
+import { scriptCalls } from '../support/assertions.js';
 
 @Controller()
 class QuoteController {
@@ -18,9 +19,8 @@ class QuoteController {
 const TIMEOUT = 50;
 const MARGIN = 250; // two shared cores, six Redis nodes, the app and the load generator
 
-async function scriptCalls(port: number): Promise<number> {
-  const stats = String(await rawCommand(port, ['INFO', 'commandstats']));
-  return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+async function scriptCallsOn(port: number): Promise<number> {
+  return scriptCalls(String(await rawCommand(port, ['INFO', 'commandstats'])));
 }
 
 describe('a Cluster master failing over under load', () => {
@@ -58,7 +58,7 @@ describe('a Cluster master failing over under load', () => {
     const replica = cluster.nodes.find((node) => node.masterId === master.id)!;
     const load = startLoad(base, ['/open'], 6);
     await sleep(300);
-    expect(await scriptCalls(master.port)).toBeGreaterThan(0);
+    expect(await scriptCallsOn(master.port)).toBeGreaterThan(0);
 
     await cluster.killMaster(master);
     const killedAt = performance.now();
@@ -66,7 +66,7 @@ describe('a Cluster master failing over under load', () => {
     const promotedAt = performance.now();
     let backOnCluster = Infinity;
     while (performance.now() - promotedAt < 5_000) {
-      if ((await scriptCalls(replica.port)) > 0) {
+      if ((await scriptCallsOn(replica.port)) > 0) {
         backOnCluster = performance.now() - promotedAt;
         break;
       }

@@ -1,29 +1,20 @@
 import 'reflect-metadata';
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import request, { type Response } from 'supertest';
+import request from 'supertest';
 import { RedisStorage } from '../../lib/index.js';
 import { AppModule } from '../../sample-app/app.module.js';
+import { expectTooManyRequests, FREE_USER, PAID_USER, remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startCluster, type TestCluster } from '../support/redis-cluster.js';
 import { adminCommand } from '../support/redis-nodes.js';
 
 /** The sample app on Redis Cluster: a few behaviours of test/e2e/sample-app.e2e.spec.ts. */
 
-function remaining(response: Response): number {
-  const match = /;r=(\d+);/.exec(String(response.headers['ratelimit']));
-  if (!match) throw new Error(`no r= in RateLimit header "${response.headers['ratelimit']}"`);
-  return Number(match[1]);
-}
 
-function expectTooManyRequests(response: Response): void {
-  expect(response.status).toBe(429);
-  const retryAfter = Number(response.headers['retry-after']);
-  expect(response.body).toEqual({ statusCode: 429, error: 'Too Many Requests', message: 'Rate limit exceeded', retryAfter });
-}
 
-const FREE = { Authorization: 'Bearer free-token' };
-const PAID = { Authorization: 'Bearer paid-token' };
+const FREE = FREE_USER;
+const PAID = PAID_USER;
 
 let cluster: TestCluster;
 let app: INestApplication;

@@ -2,33 +2,17 @@ import 'reflect-metadata';
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import type { Express } from 'express';
-import request, { type Response } from 'supertest';
+import request from 'supertest';
 import { AppModule } from '../../sample-app/app.module.js';
+import { expectTooManyRequests, FREE_USER, PAID_USER, remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 
-/** `r` of the `RateLimit` header: quota left after this request. */
-function remaining(response: Response): number {
-  const match = /;r=(\d+);/.exec(String(response.headers['ratelimit']));
-  if (!match) throw new Error(`no r= in RateLimit header "${response.headers['ratelimit']}"`);
-  return Number(match[1]);
-}
 
-function expectTooManyRequests(response: Response): void {
-  expect(response.status).toBe(429);
-  expect(response.headers['retry-after']).toMatch(/^[1-9]\d*$/);
-  const retryAfter = Number(response.headers['retry-after']);
-  expect(response.body).toEqual({
-    statusCode: 429,
-    error: 'Too Many Requests',
-    message: 'Rate limit exceeded',
-    retryAfter,
-  });
-}
 
-const FREE = { Authorization: 'Bearer free-token' };
-const PAID = { Authorization: 'Bearer paid-token' };
+const FREE = FREE_USER;
+const PAID = PAID_USER;
 
 let redis: TestRedis;
 

@@ -4,6 +4,7 @@ import { RateLimit, type StorageErrorPolicy } from '../../lib/index.js';
 import { startLoad, sleep, type Sample } from '../support/load.js';
 import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
 import { createScenarioApp } from '../support/scenario-app.js';
+import { scriptCalls } from '../support/assertions.js';
 
 @Controller()
 class OutageController {
@@ -30,18 +31,17 @@ const TIMEOUT = 50;
 // CI machines have two cores shared with Redis, the load generator and Jest: allow scheduling noise.
 const MARGIN = 250;
 
-async function scriptCalls(redis: ControllableRedis): Promise<number> {
-  const stats = await redis.client().info('commandstats');
-  return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+async function scriptCallsOn(redis: ControllableRedis): Promise<number> {
+  return scriptCalls(await redis.client().info('commandstats'));
 }
 
 /** Polls until Redis sees script calls again; returns how long that took. */
 async function timeUntilRedisDecides(redis: ControllableRedis, base: string): Promise<number> {
   const start = performance.now();
-  const before = await scriptCalls(redis);
+  const before = await scriptCallsOn(redis);
   while (performance.now() - start < 5_000) {
     await (await fetch(`${base}/open`)).arrayBuffer();
-    if ((await scriptCalls(redis)) > before) return performance.now() - start;
+    if ((await scriptCallsOn(redis)) > before) return performance.now() - start;
     await sleep(20);
   }
   return Infinity;
