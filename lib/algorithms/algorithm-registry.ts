@@ -8,12 +8,12 @@ import { tokenBucket } from './token-bucket.algorithm.js';
 
 /** Every algorithm, by name. A new algorithm is one entry here plus its own pair of files. */
 export const ALGORITHMS: Readonly<Record<AlgorithmName, RateLimitAlgorithm>> = {
-  'fixed-window': fixedWindow as RateLimitAlgorithm,
-  'sliding-window-log': slidingWindowLog as RateLimitAlgorithm,
-  'sliding-window-counter': slidingWindowCounter as RateLimitAlgorithm,
-  'token-bucket': tokenBucket as RateLimitAlgorithm,
-  'leaky-bucket': leakyBucket as RateLimitAlgorithm,
-  gcra: gcra as RateLimitAlgorithm,
+  'fixed-window': fixedWindow,
+  'sliding-window-log': slidingWindowLog,
+  'sliding-window-counter': slidingWindowCounter,
+  'token-bucket': tokenBucket,
+  'leaky-bucket': leakyBucket,
+  gcra,
 };
 
 export const ALGORITHM_NAMES = Object.keys(ALGORITHMS) as AlgorithmName[];

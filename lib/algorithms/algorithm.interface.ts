@@ -15,39 +15,52 @@ export interface AlgorithmRule {
   readonly burst: number;
 }
 
-/** Per-key state kept by the memory storage. From `expiresAt` on it is the same as no state. */
-export interface AlgorithmState {
-  expiresAt: number;
-}
+/** Numbers per key in the memory storage: when the state expires, then up to three of its own. */
+export const STATE_STRIDE = 4;
 
-/** One rule's verdict on one request, before the other rules of the check are known. */
-export interface AlgorithmOutcome<S extends AlgorithmState = AlgorithmState> {
-  readonly allowed: boolean;
+/**
+ * One rule's verdict on one request, and the state to store if the whole check is admitted.
+ * Reused from check to check, so deciding allocates nothing.
+ */
+export class AlgorithmOutcome {
+  allowed = false;
   /** Quota left after this request if admitted; the quota left now if denied. May be fractional. */
-  readonly remaining: number;
+  remaining = 0;
   /** 0 when allowed; otherwise how long until the same request would pass. */
-  readonly retryAfterMs: number;
+  retryAfterMs = 0;
   /** How long until the quota is fully restored. */
-  readonly resetMs: number;
-  /** The state to store if the whole check is admitted. */
-  readonly next?: S;
+  resetMs = 0;
+  /** From then on the stored state is the same as none. */
+  expiresAt = 0;
+  a = 0;
+  b = 0;
+  c = 0;
 }
 
 /**
  * One algorithm: its in-memory arithmetic and, in `lua`, the same arithmetic for Redis.
  *
- * `lua` is a Lua function expression `function(key, now, limit, window, burst, cost)` returning
- * `allowed (0|1), remaining, retryAfterMs, resetMs, commit` where `commit()` writes the new state.
+ * Memory: `check` reads the key's state at `state[at..at+3]` (`at` is -1 when there is none, or it
+ * expired) and fills `out`, writing nothing; the storage stores `out` if every rule admits.
+ *
+ * Redis: `lua` is a Lua function expression `function(key, now, limit, window, burst, cost)`
+ * returning `allowed (0|1), remaining, retryAfterMs, resetMs, commit`; `commit()` writes.
+ *
  * Both halves evaluate the same expressions in the same order on IEEE doubles, and Lua stores
  * fractions with 17 significant digits (`num`), so they agree to the bit. The conformance suite
  * holds them to it.
  */
-export interface RateLimitAlgorithm<S extends AlgorithmState = AlgorithmState> {
+export interface RateLimitAlgorithm {
   readonly name: AlgorithmName;
   /** Short code used in storage keys and in the Lua dispatcher. */
   readonly code: string;
   /** Whether capacity is `burst` (bucket-like) rather than `limit` (window-like). */
   readonly usesBurst: boolean;
   readonly lua: string;
-  check(state: S | undefined, now: number, rule: AlgorithmRule, cost: number): AlgorithmOutcome<S>;
+  check(state: Float64Array, at: number, now: number, rule: AlgorithmRule, cost: number, out: AlgorithmOutcome, log?: number[]): void;
+  /** For algorithms whose state is a list (one entry per unit) rather than numbers. */
+  readonly log?: {
+    /** Applies an admitted `out` to the key's list. */
+    commit(log: number[], now: number, cost: number, out: AlgorithmOutcome): void;
+  };
 }

@@ -1,30 +1,27 @@
-import type { AlgorithmOutcome, AlgorithmState, RateLimitAlgorithm } from './algorithm.interface.js';
+import type { RateLimitAlgorithm } from './algorithm.interface.js';
 import { FIXED_WINDOW_LUA } from './fixed-window.lua.js';
 
-interface FixedWindowState extends AlgorithmState {
-  /** Units counted in the window that ends at `expiresAt`. */
-  count: number;
-}
-
-/** At most `limit` units in each window aligned to the epoch. */
-export const fixedWindow: RateLimitAlgorithm<FixedWindowState> = {
+/** At most `limit` units in each window aligned to the epoch. State: window end, count. */
+export const fixedWindow: RateLimitAlgorithm = {
   name: 'fixed-window',
   code: 'fw',
   usesBurst: false,
   lua: FIXED_WINDOW_LUA,
-  check(state, now, { limit, windowMs }, cost): AlgorithmOutcome<FixedWindowState> {
+  check(state, at, now, { limit, windowMs }, cost, out) {
     const windowEnd = now - (now % windowMs) + windowMs;
-    const count = state !== undefined && state.expiresAt === windowEnd ? state.count : 0;
+    const count = at >= 0 && state[at] === windowEnd ? state[at + 1] : 0;
     const resetMs = windowEnd - now;
+    out.resetMs = resetMs;
     if (count + cost <= limit) {
-      return {
-        allowed: true,
-        remaining: limit - count - cost,
-        retryAfterMs: 0,
-        resetMs,
-        next: { count: count + cost, expiresAt: windowEnd },
-      };
+      out.allowed = true;
+      out.remaining = limit - count - cost;
+      out.retryAfterMs = 0;
+      out.expiresAt = windowEnd;
+      out.a = count + cost;
+    } else {
+      out.allowed = false;
+      out.remaining = limit - count;
+      out.retryAfterMs = resetMs;
     }
-    return { allowed: false, remaining: limit - count, retryAfterMs: resetMs, resetMs };
   },
 };

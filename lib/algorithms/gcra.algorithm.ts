@@ -1,41 +1,34 @@
-import type { AlgorithmOutcome, AlgorithmState, RateLimitAlgorithm } from './algorithm.interface.js';
+import type { RateLimitAlgorithm } from './algorithm.interface.js';
 import { GCRA_LUA } from './gcra.lua.js';
-
-interface GcraState extends AlgorithmState {
-  /** Theoretical arrival time: when the client will have used no quota at all. */
-  tat: number;
-}
 
 /**
  * Generic cell rate algorithm: one unit per emission interval (window / limit), with a tolerance
- * of `burst` units ahead of schedule. One number per key.
+ * of `burst` units ahead of schedule. State: one number, the theoretical arrival time.
  */
-export const gcra: RateLimitAlgorithm<GcraState> = {
+export const gcra: RateLimitAlgorithm = {
   name: 'gcra',
   code: 'gc',
   usesBurst: true,
   lua: GCRA_LUA,
-  check(state, now, { limit, windowMs, burst }, cost): AlgorithmOutcome<GcraState> {
+  check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const interval = windowMs / limit;
     // An expired state has tat <= now, so this agrees with Lua's max(stored, now).
-    const base = state === undefined ? now : Math.max(state.tat, now);
+    const base = at < 0 ? now : Math.max(state[at + 1], now);
     const tat = base + cost * interval;
     const allowAt = tat - burst * interval;
     if (allowAt <= now) {
       const untilIdle = Math.ceil(tat - now);
-      return {
-        allowed: true,
-        remaining: (now - allowAt) / interval,
-        retryAfterMs: 0,
-        resetMs: untilIdle,
-        next: { tat, expiresAt: now + untilIdle },
-      };
+      out.allowed = true;
+      out.remaining = (now - allowAt) / interval;
+      out.retryAfterMs = 0;
+      out.resetMs = untilIdle;
+      out.expiresAt = now + untilIdle;
+      out.a = tat;
+      return;
     }
-    return {
-      allowed: false,
-      remaining: (now - (base - burst * interval)) / interval,
-      retryAfterMs: cost <= burst ? allowAt - now : 0,
-      resetMs: base - now,
-    };
+    out.allowed = false;
+    out.remaining = (now - (base - burst * interval)) / interval;
+    out.retryAfterMs = cost <= burst ? allowAt - now : 0;
+    out.resetMs = base - now;
   },
 };

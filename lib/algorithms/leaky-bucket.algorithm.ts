@@ -1,40 +1,33 @@
-import type { AlgorithmOutcome, AlgorithmState, RateLimitAlgorithm } from './algorithm.interface.js';
+import type { RateLimitAlgorithm } from './algorithm.interface.js';
 import { LEAKY_BUCKET_LUA } from './leaky-bucket.lua.js';
-
-interface LeakyBucketState extends AlgorithmState {
-  level: number;
-  /** When `level` was measured. */
-  at: number;
-}
 
 /**
  * A meter that drains at `limit` per window and holds `burst`; a unit that would overflow it is
- * rejected at once (a policer, not a delay queue).
+ * rejected at once (a policer, not a delay queue). State: level, when it was measured.
  */
-export const leakyBucket: RateLimitAlgorithm<LeakyBucketState> = {
+export const leakyBucket: RateLimitAlgorithm = {
   name: 'leaky-bucket',
   code: 'lb',
   usesBurst: true,
   lua: LEAKY_BUCKET_LUA,
-  check(state, now, { limit, windowMs, burst }, cost): AlgorithmOutcome<LeakyBucketState> {
-    const level = state === undefined ? 0 : Math.max(0, state.level - ((now - state.at) * limit) / windowMs);
+  check(state, at, now, { limit, windowMs, burst }, cost, out) {
+    const level = at < 0 ? 0 : Math.max(0, state[at + 1] - ((now - state[at + 2]) * limit) / windowMs);
     if (level + cost <= burst) {
       const filled = level + cost;
       // Once drained, the state is the same as none: it expires then.
       const untilEmpty = Math.ceil((filled * windowMs) / limit);
-      return {
-        allowed: true,
-        remaining: burst - filled,
-        retryAfterMs: 0,
-        resetMs: untilEmpty,
-        next: { level: filled, at: now, expiresAt: now + untilEmpty },
-      };
+      out.allowed = true;
+      out.remaining = burst - filled;
+      out.retryAfterMs = 0;
+      out.resetMs = untilEmpty;
+      out.expiresAt = now + untilEmpty;
+      out.a = filled;
+      out.b = now;
+      return;
     }
-    return {
-      allowed: false,
-      remaining: burst - level,
-      retryAfterMs: cost <= burst ? ((level + cost - burst) * windowMs) / limit : 0,
-      resetMs: (level * windowMs) / limit,
-    };
+    out.allowed = false;
+    out.remaining = burst - level;
+    out.retryAfterMs = cost <= burst ? ((level + cost - burst) * windowMs) / limit : 0;
+    out.resetMs = (level * windowMs) / limit;
   },
 };

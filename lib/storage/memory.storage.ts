@@ -1,28 +1,46 @@
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
-import type { AlgorithmOutcome, AlgorithmState } from '../algorithms/algorithm.interface.js';
+import { AlgorithmOutcome, STATE_STRIDE } from '../algorithms/algorithm.interface.js';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 
 export interface MemoryStorageOptions {
-  /** Hard bound on stored keys; the least recently charged key is evicted first. Default 100,000. */
+  /** Hard bound on stored keys; when full, a key not used lately is evicted. Default 100,000. */
   maxKeys?: number;
   /** Milliseconds since the epoch. Inject a fake clock in tests instead of sleeping. */
   clock?: () => number;
 }
 
 const DEFAULT_MAX_KEYS = 100_000;
-/** Expired entries looked at per check: enough to keep up with insertions, cheap enough to ignore. */
+/** Entries the expiry sweep looks at per check: enough to keep up with insertions, cheap enough to ignore. */
 const RECLAIM_PER_CHECK = 2;
+const INITIAL_SLOTS = 1_024;
 
 /**
- * In-process storage: O(1) per rule, no timers. A `Map` in least-recently-charged order gives
- * LRU eviction at `maxKeys`; each check also advances a sweep that drops expired entries.
+ * In-process storage: O(1) per rule, no timers, nothing allocated per check beyond its result.
+ *
+ * Layout: a `Map` from key to slot number, and every slot's state in one `Float64Array` (four
+ * numbers a key), so a key costs its string, a map entry and 32 bytes. Keys are stored flat,
+ * never as the concatenation the guard built. Sliding-window logs, whose size varies, live in a
+ * side array by slot.
+ *
+ * Bounds: at `maxKeys`, a CLOCK sweep (the classic LRU approximation) evicts a key not used
+ * since the hand last passed it; each check also advances an expiry sweep that frees dead keys.
  */
 export class MemoryStorage implements RateLimitStorage {
-  private readonly entries = new Map<string, AlgorithmState>();
+  private readonly slotOf = new Map<string, number>();
+  private state = new Float64Array(0);
+  private recentlyUsed = new Uint8Array(0);
+  private readonly logs: (number[] | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+  private capacity = 0;
+  private nextSlot = 0;
   private readonly maxKeys: number;
   private readonly clock: () => number;
-  private sweep: Iterator<[string, AlgorithmState]> = this.entries.entries();
+  private sweep: Iterator<[string, number]> = this.slotOf.entries();
+  private hand: Iterator<[string, number]> = this.slotOf.entries();
+  // Scratch space reused by every check.
+  private readonly outcomes: AlgorithmOutcome[] = [];
+  private readonly slots: number[] = [];
 
   constructor(options: MemoryStorageOptions = {}) {
     const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
@@ -35,64 +53,137 @@ export class MemoryStorage implements RateLimitStorage {
 
   /** Number of keys held now, expired ones included until reclaimed. */
   get size(): number {
-    return this.entries.size;
+    return this.slotOf.size;
   }
 
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult {
     const now = this.clock();
     this.reclaim(now, RECLAIM_PER_CHECK);
-    const outcomes: AlgorithmOutcome[] = [];
     let allowed = true;
-    for (const { key, rule } of checks) {
-      let state = this.entries.get(key);
-      if (state !== undefined && state.expiresAt <= now) state = undefined;
-      const outcome = getAlgorithm(rule.algorithm).check(state, now, rule, cost);
-      allowed &&= outcome.allowed;
-      outcomes.push(outcome);
+    for (let i = 0; i < checks.length; i++) {
+      const { key, rule } = checks[i];
+      const slot = this.slotOf.get(key) ?? -1;
+      const at = slot >= 0 && this.state[slot * STATE_STRIDE] > now ? slot * STATE_STRIDE : -1;
+      const out = (this.outcomes[i] ??= new AlgorithmOutcome());
+      getAlgorithm(rule.algorithm).check(this.state, at, now, rule, cost, out, slot >= 0 ? this.logs[slot] : undefined);
+      this.slots[i] = slot;
+      allowed &&= out.allowed;
     }
     if (allowed) {
-      for (let i = 0; i < checks.length; i++) this.store(checks[i].key, outcomes[i].next!);
+      // Keys that have a slot first: making room for a new key must not free a slot still to be written.
+      for (let i = 0; i < checks.length; i++) if (this.slots[i] >= 0) this.commit(checks[i], this.slots[i], now, cost, this.outcomes[i]);
+      for (let i = 0; i < checks.length; i++) if (this.slots[i] < 0) this.commit(checks[i], -1, now, cost, this.outcomes[i]);
+    } else {
+      for (let i = 0; i < checks.length; i++) if (this.slots[i] >= 0) this.recentlyUsed[this.slots[i]] = 1;
     }
-    return settleCheck(
-      checks.map((c) => c.rule),
-      now,
-      cost,
-      (i) => [outcomes[i].allowed, outcomes[i].remaining, outcomes[i].retryAfterMs, outcomes[i].resetMs],
-    );
+    return settleCheck(checks, now, cost, this.outcomes);
   }
 
   /**
-   * Looks at the next `budget` entries of an endless sweep and drops the expired ones.
+   * Looks at the next `budget` entries of an endless sweep and frees the expired ones.
    * A live Map iterator survives inserts and deletes, so the sweep visits every key in turn.
    */
-  reclaim(now = this.clock(), budget = this.entries.size): void {
+  reclaim(now = this.clock(), budget = this.slotOf.size): void {
     while (budget-- > 0) {
       let next = this.sweep.next();
       if (next.done) {
-        this.sweep = this.entries.entries();
+        this.sweep = this.slotOf.entries();
         next = this.sweep.next();
         if (next.done) return;
       }
-      const [key, state] = next.value;
-      if (state.expiresAt <= now) this.entries.delete(key);
+      const [key, slot] = next.value;
+      if (this.state[slot * STATE_STRIDE] <= now) this.release(key, slot);
     }
   }
 
   /** When the state under `key` stops mattering, in ms since the epoch; like Redis `PEXPIRETIME`. */
   expiresAt(key: string): number | undefined {
-    return this.entries.get(key)?.expiresAt;
+    const slot = this.slotOf.get(key);
+    return slot === undefined ? undefined : this.state[slot * STATE_STRIDE];
   }
 
   clear(): void {
-    this.entries.clear();
+    this.slotOf.clear();
+    this.logs.length = 0;
+    this.freeSlots.length = 0;
+    this.nextSlot = 0;
+    this.state.fill(0);
   }
 
-  private store(key: string, state: AlgorithmState): void {
-    // Re-inserting moves the key to the hot end of the Map's order.
-    this.entries.delete(key);
-    this.entries.set(key, state);
-    if (this.entries.size > this.maxKeys) {
-      this.entries.delete(this.entries.keys().next().value as string);
+  private commit(check: RateLimitCheck, known: number, now: number, cost: number, out: AlgorithmOutcome): void {
+    const slot = known >= 0 ? known : this.allocate(check.key, now);
+    const at = slot * STATE_STRIDE;
+    const live = this.state[at] > now;
+    this.state[at] = out.expiresAt;
+    this.state[at + 1] = out.a;
+    this.state[at + 2] = out.b;
+    this.state[at + 3] = out.c;
+    this.recentlyUsed[slot] = 1;
+    const { log } = getAlgorithm(check.rule.algorithm);
+    if (log) {
+      const entries = live ? (this.logs[slot] ??= []) : (this.logs[slot] = []);
+      log.commit(entries, now, cost, out);
     }
   }
+
+  private allocate(key: string, now: number): number {
+    if (this.slotOf.size >= this.maxKeys) this.evictOne(now);
+    let slot = this.freeSlots.pop();
+    if (slot === undefined) {
+      slot = this.nextSlot++;
+      if (slot >= this.capacity) this.grow();
+    }
+    this.slotOf.set(flatten(key), slot);
+    return slot;
+  }
+
+  /** CLOCK: pass over keys in order, sparing (once) those used since the last pass. */
+  private evictOne(now: number): void {
+    for (let steps = 0; steps <= 2 * this.slotOf.size + 1; steps++) {
+      let next = this.hand.next();
+      if (next.done) {
+        this.hand = this.slotOf.entries();
+        next = this.hand.next();
+        if (next.done) return;
+      }
+      const [key, slot] = next.value;
+      if (this.recentlyUsed[slot] === 1 && this.state[slot * STATE_STRIDE] > now) {
+        this.recentlyUsed[slot] = 0;
+        // re-queue behind the others, keeping the stored (flat) key
+        this.slotOf.delete(key);
+        this.slotOf.set(key, slot);
+        continue;
+      }
+      this.release(key, slot);
+      return;
+    }
+  }
+
+  private release(key: string, slot: number): void {
+    this.slotOf.delete(key);
+    this.state[slot * STATE_STRIDE] = 0;
+    this.recentlyUsed[slot] = 0;
+    this.logs[slot] = undefined;
+    this.freeSlots.push(slot);
+  }
+
+  private grow(): void {
+    const capacity = Math.min(Math.max(INITIAL_SLOTS, this.capacity * 2), Math.max(this.maxKeys, this.nextSlot));
+    const state = new Float64Array(capacity * STATE_STRIDE);
+    state.set(this.state);
+    const recentlyUsed = new Uint8Array(capacity);
+    recentlyUsed.set(this.recentlyUsed);
+    this.state = state;
+    this.recentlyUsed = recentlyUsed;
+    this.capacity = capacity;
+  }
+}
+
+/**
+ * A key the guard built by concatenation is a tree of string pieces; stored as is, it costs
+ * about twice its length. A JSON round trip yields one flat copy of any string, surrogates
+ * included. Paid once per new key, never per check.
+ */
+function flatten(key: string): string {
+  return JSON.parse(JSON.stringify(key)) as string;
 }

@@ -25,32 +25,42 @@ export interface RateLimitResult {
   readonly decisions: readonly RateLimitDecision[];
 }
 
+/** One rule's raw verdict, before rounding and before the other rules are known. */
+export interface RawOutcome {
+  readonly allowed: boolean;
+  readonly remaining: number;
+  readonly retryAfterMs: number;
+  readonly resetMs: number;
+}
+
 /**
  * Turns raw per-rule outcomes into the result every storage returns, so memory and Redis
  * round and settle the all-or-nothing case in exactly one place.
  */
 export function settleCheck(
-  rules: readonly RateLimitRule[],
+  rules: readonly { readonly rule: RateLimitRule }[],
   now: number,
   cost: number,
-  outcome: (index: number) => readonly [allowed: boolean, remaining: number, retryAfterMs: number, resetMs: number],
+  outcomes: readonly RawOutcome[],
 ): RateLimitResult {
-  const raw = rules.map((_, i) => outcome(i));
-  const allowed = raw.every(([ruleAllowed]) => ruleAllowed);
-  const decisions = rules.map((rule, i): RateLimitDecision => {
-    const [ruleAllowed, remaining, retryAfterMs, resetMs] = raw[i];
+  let allowed = true;
+  for (let i = 0; i < rules.length; i++) allowed &&= outcomes[i].allowed;
+  const decisions: RateLimitDecision[] = new Array(rules.length);
+  for (let i = 0; i < rules.length; i++) {
+    const { rule } = rules[i];
+    const outcome = outcomes[i];
     // A rule that would have admitted the request was not charged when another rule denied it.
-    const left = ruleAllowed && !allowed ? remaining + cost : remaining;
+    const left = outcome.allowed && !allowed ? outcome.remaining + cost : outcome.remaining;
     let wait = 0;
-    if (!ruleAllowed) wait = cost > rule.capacity ? Infinity : Math.max(0, Math.ceil(retryAfterMs));
-    return {
+    if (!outcome.allowed) wait = cost > rule.capacity ? Infinity : Math.max(0, Math.ceil(outcome.retryAfterMs));
+    decisions[i] = {
       rule,
-      allowed: ruleAllowed,
+      allowed: outcome.allowed,
       limit: rule.limit,
       remaining: Math.max(0, Math.floor(left)),
       retryAfterMs: wait,
-      resetMs: Math.max(0, Math.ceil(resetMs)),
+      resetMs: Math.max(0, Math.ceil(outcome.resetMs)),
     };
-  });
+  }
   return { allowed, now, decisions };
 }

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
+import { settleCheck, type RateLimitResult, type RawOutcome } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 import { BlockCache } from './block-cache.js';
 import { REDIS_CHECK_LUA, redisCheckArguments } from './redis-check.lua.js';
@@ -79,12 +79,11 @@ export class RedisStorage implements RateLimitStorage {
     const blocked = this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
     return this.run(checks.length, ...redisCheckArguments(checks, cost, this.clock?.())).then((reply) => {
-      const result = settleCheck(
-        checks.map((c) => c.rule),
-        reply[0],
-        cost,
-        (i) => [reply[1 + i * 4] === 1, reply[2 + i * 4], reply[3 + i * 4], reply[4 + i * 4]],
-      );
+      const outcomes: RawOutcome[] = new Array(checks.length);
+      for (let i = 0, at = 1; i < checks.length; i++, at += 4) {
+        outcomes[i] = { allowed: reply[at] === 1, remaining: reply[at + 1], retryAfterMs: reply[at + 2], resetMs: reply[at + 3] };
+      }
+      const result = settleCheck(checks, reply[0], cost, outcomes);
       this.blocks?.record(checks, cost, sentAt, result);
       return result;
     });

@@ -192,7 +192,12 @@ describe('rate-limit header writer fuzz', () => {
         // bindRules is how every rule gets its name, as the route planner does it.
         const rules = bindRules(parseRate(rates), { name, bucket: 'b', algorithm });
         const policy = policyHeader(rules);
-        const result = settleCheck(rules, 0, cost, (i) => outcomes[i]);
+        const result = settleCheck(
+          rules.map((rule) => ({ rule })),
+          0,
+          cost,
+          outcomes.map(([allowed, remaining, retryAfterMs, resetMs]) => ({ allowed, remaining, retryAfterMs, resetMs })),
+        );
 
         expect(policy).toMatch(new RegExp(`^${POLICY_ITEM}(?:, ${POLICY_ITEM})*$`));
         const items = [...policy.matchAll(/;q=(\d+);w=(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
