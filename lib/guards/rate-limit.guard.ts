@@ -8,16 +8,17 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
-import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
-import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
-import type { RoutePlan, RuleSet } from '../rules/route-plan.js';
-import { RoutePlanner } from '../rules/route-planner.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
+import { forEachRateLimitHeader, mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
+import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { ProtectedStorage } from '../resilience/protected-storage.js';
 import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
+import type { RoutePlan } from '../rules/route-plan.js';
+import { RoutePlanner } from '../rules/route-planner.js';
+import type { RuleSet } from '../rules/rule-set.js';
 import { MemoryStorage } from '../storage/memory.storage.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
 import {
@@ -25,20 +26,23 @@ import {
   type RateLimitCheck,
   type RateLimitStorage,
 } from '../storage/rate-limit-storage.interface.js';
-import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
+import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
 
 /** The `allow` policy's answer during an outage: let the request through, uncounted. */
 const UNLIMITED = Symbol('unlimited');
 
 /**
- * The global guard: route plan → client key → one storage call → headers, or a
- * {@link RateLimitExceededException}. Stays synchronous whenever every step is.
+ * The global guard: route plan → identity → rules → one storage call → headers, or a
+ * {@link RateLimitExceededException}. Each step continues synchronously when its input is
+ * ready, so a route on memory storage pays no promise and allocates no closure.
  */
 @Injectable()
 export class RateLimitGuard implements CanActivate {
   private readonly logger = new Logger(RateLimitGuard.name);
   private readonly outageLog = new ThrottledLogger(RateLimitGuard.name);
   private readonly storage: ProtectedStorage;
+  private readonly setHeader = (response: unknown, name: string, value: string) =>
+    this.adapterHost.httpAdapter.setHeader(response, name, value);
   /** The `memory` failure policy's stand-in, created on the first outage that needs it. */
   private fallback?: MemoryStorage;
 
@@ -53,32 +57,93 @@ export class RateLimitGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): MaybePromise<boolean> {
     if (context.getType() !== 'http') return true;
-    return then(this.planner.planFor(context), (plan) => {
-      if (plan.exempt) return true;
-      const { skip } = this.config;
-      return skip ? then(skip(context), (skipped) => skipped || this.limit(plan, context)) : this.limit(plan, context);
-    });
+    const plan = this.planner.planFor(context);
+    return isPromiseLike(plan) ? plan.then((ready) => this.start(ready, context)) : this.start(plan, context);
   }
 
-  private limit(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {
-    const { cost } = plan;
-    return then(this.guarded('key resolver', context, () => plan.keyBase(context)), (base) =>
-      then(this.guarded('rate function', context, () => plan.ruleSet(context)), (rules) =>
-        then(typeof cost === 'number' ? cost : this.guarded('cost function', context, () => cost(context)), (units) => {
-          const checks = rules.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
-          return then(this.consult(plan, checks, units), (result) =>
-            result === UNLIMITED ? true : this.decide(result, rules, units, context),
-          );
-        }),
-      ),
+  private start(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {
+    if (plan.exempt) return true;
+    const { skip } = this.config;
+    if (skip === undefined) return this.identify(plan, context);
+    const skipped = skip(context);
+    if (isPromiseLike(skipped)) return skipped.then((yes) => yes || this.identify(plan, context));
+    return skipped || this.identify(plan, context);
+  }
+
+  private identify(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {
+    let identity: MaybePromise<string>;
+    try {
+      identity = plan.identify(context);
+    } catch (error) {
+      return this.userCodeFailed('key resolver', context, error);
+    }
+    if (!isPromiseLike(identity)) return this.selectRules(plan, context, identity);
+    return identity.then(
+      (ready) => this.selectRules(plan, context, ready),
+      (error: unknown) => this.userCodeFailed('key resolver', context, error),
     );
   }
 
-  private decide(result: RateLimitResult, rules: RuleSet, cost: number, context: ExecutionContext): true {
+  private selectRules(plan: RoutePlan, context: ExecutionContext, identity: string): MaybePromise<boolean> {
+    let rules: MaybePromise<RuleSet>;
+    try {
+      rules = plan.ruleSet(context);
+    } catch (error) {
+      return this.userCodeFailed('rate function', context, error);
+    }
+    if (!isPromiseLike(rules)) return this.weigh(plan, context, rules.checksFor(identity), rules);
+    return rules.then(
+      (ready) => this.weigh(plan, context, ready.checksFor(identity), ready),
+      (error: unknown) => this.userCodeFailed('rate function', context, error),
+    );
+  }
+
+  private weigh(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], rules: RuleSet): MaybePromise<boolean> {
+    const { cost } = plan;
+    if (typeof cost === 'number') return this.consult(plan, context, checks, rules, cost);
+    let units: MaybePromise<number>;
+    try {
+      units = cost(context);
+    } catch (error) {
+      return this.userCodeFailed('cost function', context, error);
+    }
+    if (!isPromiseLike(units)) return this.consult(plan, context, checks, rules, units);
+    return units.then(
+      (ready) => this.consult(plan, context, checks, rules, ready),
+      (error: unknown) => this.userCodeFailed('cost function', context, error),
+    );
+  }
+
+  /** One storage call; if the storage cannot answer, the route's failure policy decides. */
+  private consult(
+    plan: RoutePlan,
+    context: ExecutionContext,
+    checks: readonly RateLimitCheck[],
+    rules: RuleSet,
+    cost: number,
+  ): MaybePromise<boolean> {
+    let answer: MaybePromise<RateLimitResult>;
+    try {
+      answer = this.storage.check(checks, cost);
+    } catch (error) {
+      return this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost), rules, cost, context);
+    }
+    if (!isPromiseLike(answer)) return this.decide(answer, rules, cost, context);
+    return answer.then(
+      (result) => this.decide(result, rules, cost, context),
+      (error: unknown) => this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost), rules, cost, context),
+    );
+  }
+
+  private decide(result: RateLimitResult | typeof UNLIMITED, rules: RuleSet, cost: number, context: ExecutionContext): true {
+    if (result === UNLIMITED) return true;
+    const response = context.getArgByIndex(1);
+    if (result.allowed) {
+      forEachRateLimitHeader(this.config.headers, result, rules.policy, response, this.setHeader);
+      return true;
+    }
     const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
-    const response = context.switchToHttp().getResponse();
     for (const [name, value] of headers) this.adapterHost.httpAdapter.setHeader(response, name, value);
-    if (result.allowed) return true;
     const worst = mostConstraining(result.decisions);
     throw new RateLimitExceededException(
       {
@@ -97,21 +162,10 @@ export class RateLimitGuard implements CanActivate {
     );
   }
 
-  /** One storage call; if the storage cannot answer, the route's failure policy decides. */
-  private consult(plan: RoutePlan, checks: RateLimitCheck[], cost: number): MaybePromise<RateLimitResult | typeof UNLIMITED> {
-    const onFailure = (error: unknown) => this.applyFailurePolicy(plan.onStorageError, error, checks, cost);
-    try {
-      const answer = this.storage.check(checks, cost);
-      return isPromiseLike(answer) ? answer.catch(onFailure) : answer;
-    } catch (error) {
-      return onFailure(error);
-    }
-  }
-
   private applyFailurePolicy(
     policy: StorageErrorPolicy,
     error: unknown,
-    checks: RateLimitCheck[],
+    checks: readonly RateLimitCheck[],
     cost: number,
   ): RateLimitResult | typeof UNLIMITED {
     if (!(error instanceof StorageUnavailableError)) throw error;
@@ -123,20 +177,12 @@ export class RateLimitGuard implements CanActivate {
   }
 
   /**
-   * Runs user code (key resolvers, rate functions). If it fails, the request fails with a 500
-   * and a logged error: an unidentifiable request must never pass unlimited.
+   * User code (key resolvers, rate and cost functions) failed: the request fails with a 500 and
+   * a logged error. An unidentifiable request must never pass unlimited.
    */
-  private guarded<T>(what: string, context: ExecutionContext, run: () => MaybePromise<T>): MaybePromise<T> {
-    const fail = (error: unknown): never => {
-      const route = `${context.getClass().name}.${context.getHandler().name}`;
-      this.logger.error(`Rate limit ${what} failed on ${route}; the request was refused.`, (error as Error)?.stack ?? String(error));
-      throw new InternalServerErrorException();
-    };
-    try {
-      const value = run();
-      return isPromiseLike(value) ? value.catch(fail) : value;
-    } catch (error) {
-      return fail(error);
-    }
+  private userCodeFailed(what: string, context: ExecutionContext, error: unknown): never {
+    const route = `${context.getClass().name}.${context.getHandler().name}`;
+    this.logger.error(`Rate limit ${what} failed on ${route}; the request was refused.`, (error as Error)?.stack ?? String(error));
+    throw new InternalServerErrorException();
   }
 }

@@ -35,21 +35,31 @@ export function secondsUntilQuota(decision: RateLimitDecision): number {
   return Math.ceil(wait / 1000);
 }
 
+/** Calls `write(target, name, value)` for each rate-limit header of one result, in the chosen mode. */
+export function forEachRateLimitHeader<T>(
+  mode: RateLimitHeaderMode,
+  result: RateLimitResult,
+  policy: string,
+  target: T,
+  write: (target: T, name: string, value: string) => void,
+): void {
+  if (mode === false) return;
+  const worst = result.decisions.length === 1 ? result.decisions[0] : mostConstraining(result.decisions);
+  const seconds = secondsUntilQuota(worst);
+  if (mode !== 'legacy') {
+    write(target, 'RateLimit-Policy', policy);
+    write(target, 'RateLimit', `"${worst.rule.name}";r=${worst.remaining};t=${seconds}`);
+  }
+  if (mode !== 'ietf') {
+    write(target, 'X-RateLimit-Limit', String(worst.limit));
+    write(target, 'X-RateLimit-Remaining', String(worst.remaining));
+    write(target, 'X-RateLimit-Reset', String(seconds));
+  }
+}
+
 /** The rate-limit header pairs for one result, in the chosen mode. */
 export function rateLimitHeaders(mode: RateLimitHeaderMode, result: RateLimitResult, policy: string): [string, string][] {
-  if (mode === false) return [];
-  const worst = mostConstraining(result.decisions);
-  const seconds = secondsUntilQuota(worst);
   const headers: [string, string][] = [];
-  if (mode === 'ietf' || mode === 'both') {
-    headers.push(['RateLimit-Policy', policy], ['RateLimit', `"${worst.rule.name}";r=${worst.remaining};t=${seconds}`]);
-  }
-  if (mode === 'legacy' || mode === 'both') {
-    headers.push(
-      ['X-RateLimit-Limit', String(worst.limit)],
-      ['X-RateLimit-Remaining', String(worst.remaining)],
-      ['X-RateLimit-Reset', String(seconds)],
-    );
-  }
+  forEachRateLimitHeader(mode, result, policy, headers, (list, name, value) => list.push([name, value]));
   return headers;
 }

@@ -13,7 +13,7 @@ export class HeaderKeyResolver implements RateLimitKeyResolver {
   }
 
   resolve(context: ExecutionContext): string | undefined {
-    const request = context.switchToHttp().getRequest<{ headers: Record<string, string | string[] | undefined> }>();
+    const request = context.getArgByIndex<{ headers: Record<string, string | string[] | undefined> }>(0);
     const raw = request.headers[this.header];
     const value = Array.isArray(raw) ? raw[0] : raw;
     return value ? `${this.header}:${value}` : undefined;

@@ -10,7 +10,7 @@ export class UserKeyResolver implements RateLimitKeyResolver {
   constructor(private readonly property = 'id') {}
 
   resolve(context: ExecutionContext): string | undefined {
-    const user = context.switchToHttp().getRequest<{ user?: Record<string, unknown> | null }>().user;
+    const user = context.getArgByIndex<{ user?: Record<string, unknown> | null }>(0).user;
     const id = user?.[this.property];
     return id === undefined || id === null || id === '' ? undefined : `user:${String(id)}`;
   }

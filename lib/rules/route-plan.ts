@@ -1,13 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
 import type { MaybePromise } from '../utils/maybe-async.js';
-import type { RateLimitRule } from './rate-limit-rule.js';
-
-/** The rules checked together for one request, with their `RateLimit-Policy` value built once. */
-export interface RuleSet {
-  readonly rules: readonly RateLimitRule[];
-  readonly policy: string;
-}
+import type { RuleSet } from './rule-set.js';
 
 /** Everything the guard needs for one route, built on its first request and kept. */
 export interface RoutePlan {
@@ -18,6 +12,6 @@ export interface RoutePlan {
   readonly cost: number | ((context: ExecutionContext) => MaybePromise<number>);
   /** What to do when the storage cannot answer. */
   readonly onStorageError: StorageErrorPolicy;
-  /** The storage key base of the client: `<prefix>:{<identity>}:`. */
-  readonly keyBase: (context: ExecutionContext) => MaybePromise<string>;
+  /** Who the request counts against: the key resolver's answer, or `ip:<address>`. */
+  readonly identify: (context: ExecutionContext) => MaybePromise<string>;
 }

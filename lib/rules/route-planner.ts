@@ -8,23 +8,22 @@ import {
   type RateLimitRate,
 } from '../decorators/rate-limit.decorator.js';
 import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
-import { policyHeader } from '../headers/rate-limit-headers.js';
 import { IpKeyResolver } from '../keys/ip.key-resolver.js';
 import type { RateLimitKey, RateLimitKeyFunction, RateLimitKeyResolver } from '../keys/rate-limit-key-resolver.interface.js';
-import { storageKeyBase } from '../keys/storage-key.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
 import { bindRules } from './bind-rules.js';
 import { parseRate, type ParsedRate } from './parse-rate.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
-import type { RoutePlan, RuleSet } from './route-plan.js';
+import type { RoutePlan } from './route-plan.js';
+import { RuleSet } from './rule-set.js';
 
 const EXEMPT: RoutePlan = {
   exempt: true,
-  ruleSet: () => ({ rules: [], policy: '' }),
+  ruleSet: () => new RuleSet([], ''),
   cost: 0,
   onStorageError: 'allow',
-  keyBase: () => '',
+  identify: () => '',
 };
 
 /** Distinct rate strings a rate function may return per route before the cache starts over. */
@@ -74,17 +73,22 @@ export class RoutePlanner {
       : [];
     const ruleSet = metadata
       ? this.routeRuleSet(metadata, `${controller.name}.${handler.name}`, defaultRules)
-      : constant(ruleSetOf(defaultRules));
+      : constant(new RuleSet(defaultRules, this.config.keyPrefix));
     return then(this.keyFunction(metadata?.options.key ?? this.config.key), (resolve) => ({
       exempt: false,
       ruleSet,
       cost: costOf(metadata?.options.cost),
       onStorageError: metadata?.options.onStorageError ?? this.config.onStorageError,
-      keyBase: (context: ExecutionContext) =>
-        then(resolve(context), (identity) =>
-          storageKeyBase(this.config.keyPrefix, identity ? String(identity) : this.ipResolver.resolve(context)),
-        ),
+      identify: (context: ExecutionContext) => {
+        const identity = resolve(context);
+        return isPromiseLike(identity) ? identity.then((id) => this.orIp(id, context)) : this.orIp(identity, context);
+      },
     }));
+  }
+
+  /** An empty answer falls back to the client IP, as `ip:<address>`. */
+  private orIp(identity: string | undefined, context: ExecutionContext): string {
+    return identity ? String(identity) : this.ipResolver.resolve(context);
   }
 
   private routeRuleSet(
@@ -94,7 +98,7 @@ export class RoutePlanner {
   ): RoutePlan['ruleSet'] {
     const { bucket = routeName, algorithm = this.config.algorithm, burst } = metadata.options;
     const compile = (rates: readonly ParsedRate[]) =>
-      ruleSetOf([...bindRules(rates, { name: bucket, bucket, algorithm, burst }), ...defaultRules]);
+      new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst }), ...defaultRules], this.config.keyPrefix);
     const { rate } = metadata;
     if (typeof rate !== 'function') return constant(compile(rate));
 
@@ -134,9 +138,6 @@ function isResolverClass(key: RateLimitKey): key is Type<RateLimitKeyResolver> {
   return typeof key === 'function' && typeof (key.prototype as Partial<RateLimitKeyResolver> | undefined)?.resolve === 'function';
 }
 
-function ruleSetOf(rules: readonly RateLimitRule[]): RuleSet {
-  return { rules, policy: policyHeader(rules) };
-}
 
 function constant<T>(value: T): () => T {
   return () => value;

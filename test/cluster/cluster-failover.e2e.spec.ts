@@ -17,7 +17,9 @@ class QuoteController {
 }
 
 const TIMEOUT = 50;
-const MARGIN = 250; // two shared cores, six Redis nodes, the app and the load generator
+// While other masters keep answering, a check on the dead one may wait up to the 1 s hard cap
+// (the storage shows signs of life); plus scheduling noise on two shared cores.
+const LONGEST_WAIT = 1_000 + 250;
 
 async function scriptCallsOn(port: number): Promise<number> {
   return scriptCalls(String(await rawCommand(port, ['INFO', 'commandstats'])));
@@ -76,7 +78,7 @@ describe('a Cluster master failing over under load', () => {
 
     expect(samples.filter((s) => s.sentAt > killedAt && s.sentAt < promotedAt).length).toBeGreaterThan(10);
     expect([...new Set(samples.map((s) => s.status))]).toEqual([200]);
-    expect(Math.max(...samples.map((s) => s.ms))).toBeLessThanOrEqual(TIMEOUT + MARGIN);
+    expect(Math.max(...samples.map((s) => s.ms))).toBeLessThanOrEqual(LONGEST_WAIT);
     expect(backOnCluster).toBeLessThan(2_000);
     expect(unhandled).toEqual([]);
 

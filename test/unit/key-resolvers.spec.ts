@@ -1,9 +1,13 @@
 import type { ExecutionContext } from '@nestjs/common';
+import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
 import { HeaderKeyResolver, IpKeyResolver, UserKeyResolver } from '../../lib/index.js';
 import { identityKeyPart, storageKeyBase } from '../../lib/keys/storage-key.js';
 
-const http = (request: object) =>
-  ({ switchToHttp: () => ({ getRequest: () => request }) }) as unknown as ExecutionContext;
+const http = (request: object): ExecutionContext => {
+  const context = new ExecutionContextHost([request, {}]);
+  context.setType('http');
+  return context;
+};
 
 describe('built-in key resolvers', () => {
   it('IpKeyResolver keys by the normalized IP', () => {
