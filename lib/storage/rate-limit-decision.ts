@@ -16,7 +16,7 @@ export interface RateLimitDecision {
 /** The answer for a whole check: admitted only if every rule admits it. */
 export interface RateLimitResult {
   readonly allowed: boolean;
-  /** Storage time of the decision, in ms since the epoch. */
+  /** When the decision was made, in ms since the epoch (for Redis: when the app sent the check). */
   readonly now: number;
   /**
    * One decision per checked rule, in the order given; except for a denial served from

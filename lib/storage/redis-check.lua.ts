@@ -1,4 +1,5 @@
 import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
+import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
 import type { RateLimitCheck } from './rate-limit-storage.interface.js';
 
 /**
@@ -6,17 +7,21 @@ import type { RateLimitCheck } from './rate-limit-storage.interface.js';
  *
  * KEYS: one per rule, all inside one hash tag.
  * ARGV: now (ms, or '' to use the server's TIME), cost, then per rule: algorithm code, limit, window, burst.
- * Returns: now, then per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs).
+ * Returns per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs). (Not `now`: turning a
+ * 13-digit number into a reply costs Redis more than the rest of the reply.)
  * Commits only if every rule allowed.
+ *
+ * Redis runs a script's whole body on every call, so each script defines only the algorithms it
+ * dispatches to: one script per algorithm for the usual check, and one with all of them for
+ * checks that mix algorithms.
  */
-export const REDIS_CHECK_LUA = `
+export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): string {
+  return `
 -- Fractions are stored with 17 significant digits, so they read back as the same double.
 local function num(value) return string.format('%.17g', value) end
 
 local algorithms = {}
-${Object.values(ALGORITHMS)
-  .map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`)
-  .join('\n')}
+${algorithms.map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`).join('\n')}
 
 local now = tonumber(ARGV[1])
 if not now then
@@ -24,7 +29,7 @@ if not now then
   now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 local cost = tonumber(ARGV[2])
-local reply = { now }
+local reply = {}
 local commits = {}
 local all_allowed = true
 for i = 1, #KEYS do
@@ -44,6 +49,10 @@ if all_allowed then
 end
 return reply
 `;
+}
+
+/** The script for checks that mix algorithms. */
+export const REDIS_CHECK_LUA = buildCheckScript(Object.values(ALGORITHMS));
 
 /** KEYS then ARGV of {@link REDIS_CHECK_LUA} for one check; `now` undefined means the server's TIME. */
 export function redisCheckArguments(checks: readonly RateLimitCheck[], cost: number, now?: number): (string | number)[] {

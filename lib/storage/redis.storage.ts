@@ -3,7 +3,8 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult, type RawOutcome } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 import { BlockCache } from './block-cache.js';
-import { REDIS_CHECK_LUA, redisCheckArguments } from './redis-check.lua.js';
+import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
+import { buildCheckScript, REDIS_CHECK_LUA, redisCheckArguments } from './redis-check.lua.js';
 
 export interface RedisStorageOptions {
   /** A client you own: used as given and never closed by the storage. */
@@ -53,7 +54,9 @@ export class RedisStorage implements RateLimitStorage {
   readonly client: Redis | Cluster;
   private readonly ownsClient: boolean;
   private readonly clock?: () => number;
-  private readonly run: CheckCommand;
+  /** The mixed-algorithm script, and one per algorithm (by code) for checks of a single algorithm. */
+  private readonly runMixed: CheckCommand;
+  private readonly runSingle: Record<string, CheckCommand> = {};
   private readonly blocks?: BlockCache;
 
   constructor(options: RedisStorageOptions = {}) {
@@ -69,24 +72,36 @@ export class RedisStorage implements RateLimitStorage {
     }
     this.clock = options.clock;
     if (options.blockCache !== false) this.blocks = new BlockCache(options.blockCache?.maxKeys ?? 10_000);
-    this.client.defineCommand(COMMAND, { lua: REDIS_CHECK_LUA });
-    const command = (this.client as unknown as Record<string, CheckCommand>)[COMMAND];
-    this.run = command.bind(this.client);
+    this.runMixed = this.define(COMMAND, REDIS_CHECK_LUA);
+    for (const algorithm of Object.values(ALGORITHMS)) {
+      this.runSingle[algorithm.code] = this.define(`${COMMAND}_${algorithm.code}`, buildCheckScript([algorithm]));
+    }
   }
 
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult> {
     const sentAt = this.clock ? this.clock() : Date.now();
     const blocked = this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
-    return this.run(checks.length, ...redisCheckArguments(checks, cost, this.clock?.())).then((reply) => {
+    return this.commandFor(checks)(checks.length, ...redisCheckArguments(checks, cost, this.clock?.())).then((reply) => {
       const outcomes: RawOutcome[] = new Array(checks.length);
-      for (let i = 0, at = 1; i < checks.length; i++, at += 4) {
+      for (let i = 0, at = 0; i < checks.length; i++, at += 4) {
         outcomes[i] = { allowed: reply[at] === 1, remaining: reply[at + 1], retryAfterMs: reply[at + 2], resetMs: reply[at + 3] };
       }
-      const result = settleCheck(checks, reply[0], cost, outcomes);
+      const result = settleCheck(checks, sentAt, cost, outcomes);
       this.blocks?.record(checks, cost, sentAt, result);
       return result;
     });
+  }
+
+  private commandFor(checks: readonly RateLimitCheck[]): CheckCommand {
+    const { algorithm } = checks[0].rule;
+    for (let i = 1; i < checks.length; i++) if (checks[i].rule.algorithm !== algorithm) return this.runMixed;
+    return this.runSingle[getAlgorithm(algorithm).code];
+  }
+
+  private define(name: string, lua: string): CheckCommand {
+    this.client.defineCommand(name, { lua });
+    return (this.client as unknown as Record<string, CheckCommand>)[name].bind(this.client);
   }
 
   /** Waits up to `timeoutMs` for a client the storage created to connect; never throws. */

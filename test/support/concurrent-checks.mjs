@@ -10,8 +10,8 @@ process.stdout.write('ready\n');
 
 process.stdin.once('data', async () => {
   const replies = await Promise.all(Array.from({ length: count }, () => client.rateLimitCheck(numKeys, ...args)));
-  // reply: now, then per rule allowed, remaining, retry, reset; admitted when every rule allowed
-  const admitted = replies.filter((reply) => reply.slice(1).every((value, i) => i % 4 !== 0 || value === 1)).length;
+  // reply: per rule allowed, remaining, retry, reset; admitted when every rule allowed
+  const admitted = replies.filter((reply) => reply.every((value, i) => i % 4 !== 0 || value === 1)).length;
   process.stdout.write(`${JSON.stringify({ admitted })}\n`);
   await client.quit();
   process.exit(0);
