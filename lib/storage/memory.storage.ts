@@ -14,6 +14,13 @@ const DEFAULT_MAX_KEYS = 100_000;
 /** Entries the expiry sweep looks at per check: enough to keep up with insertions, cheap enough to ignore. */
 const RECLAIM_PER_CHECK = 2;
 const INITIAL_SLOTS = 1_024;
+/**
+ * How long an expired key keeps its slot before the sweep frees it. A busy client of a generous
+ * bucket expires within milliseconds of each request; freeing and re-adding it every time would
+ * cost more than the check. An expired state already reads as none, so keeping it changes no
+ * decision, and `maxKeys` bounds the memory either way.
+ */
+const SWEEP_GRACE_MS = 5_000;
 
 /**
  * In-process storage: O(1) per rule, no timers, nothing allocated per check beyond its result.
@@ -80,8 +87,9 @@ export class MemoryStorage implements RateLimitStorage {
   }
 
   /**
-   * Looks at the next `budget` entries of an endless sweep and frees the expired ones.
-   * A live Map iterator survives inserts and deletes, so the sweep visits every key in turn.
+   * Looks at the next `budget` entries of an endless sweep and frees those expired for longer
+   * than a short grace. A live Map iterator survives inserts and deletes, so the sweep visits
+   * every key in turn.
    */
   reclaim(now = this.clock(), budget = this.slotOf.size): void {
     while (budget-- > 0) {
@@ -92,7 +100,7 @@ export class MemoryStorage implements RateLimitStorage {
         if (next.done) return;
       }
       const [key, slot] = next.value;
-      if (this.state[slot * STATE_STRIDE] <= now) this.release(key, slot);
+      if (this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now) this.release(key, slot);
     }
   }
 
