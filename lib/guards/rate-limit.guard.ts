@@ -9,6 +9,7 @@ import {
 import { HttpAdapterHost } from '@nestjs/core';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
+import { withoutStack } from '../exceptions/without-stack.js';
 import { forEachRateLimitHeader, mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
@@ -145,21 +146,20 @@ export class RateLimitGuard implements CanActivate {
     const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
     for (const [name, value] of headers) this.adapterHost.httpAdapter.setHeader(response, name, value);
     const worst = mostConstraining(result.decisions);
-    throw new RateLimitExceededException(
-      {
-        rule: worst.rule,
-        limit: worst.limit,
-        remaining: worst.remaining,
-        retryAfterMs: worst.retryAfterMs,
-        resetMs: worst.resetMs,
-        resetAt: result.now + worst.resetMs,
-        cost,
-      },
+    const details = {
+      rule: worst.rule,
+      limit: worst.limit,
+      remaining: worst.remaining,
+      retryAfterMs: worst.retryAfterMs,
+      resetMs: worst.resetMs,
+      resetAt: result.now + worst.resetMs,
+      cost,
+    };
+    const message =
       worst.retryAfterMs === Infinity
         ? `${this.config.errorMessage}: this request costs ${cost}, more than the ${worst.rule.capacity} that "${worst.rule.name}" can ever admit`
-        : this.config.errorMessage,
-      headers,
-    );
+        : this.config.errorMessage;
+    throw withoutStack(() => new RateLimitExceededException(details, message, headers));
   }
 
   private applyFailurePolicy(
@@ -171,7 +171,7 @@ export class RateLimitGuard implements CanActivate {
     if (!(error instanceof StorageUnavailableError)) throw error;
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
     if (policy === 'allow') return UNLIMITED;
-    if (policy === 'deny') throw new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000);
+    if (policy === 'deny') throw withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000));
     this.fallback ??= new MemoryStorage();
     return this.fallback.check(checks, cost);
   }
