@@ -9,7 +9,7 @@
 //
 // Run from the repository root: `npm run bench:storage` (builds, then runs this). Short run:
 //   STORAGE_DURATION=1 STORAGE_ROUNDS=2 STORAGE_MEMORY_KEYS=100000 node bench/storage-bench.mjs
-// Other knobs: STORAGE_WARMUP (s per contender before round 1, default 1), STORAGE_CONCURRENCY,
+// Other knobs: STORAGE_WARMUP (s per contender before round 1, default 0.5), STORAGE_CONCURRENCY,
 // STORAGE_KEYS, STORAGE_SCENARIOS ("throughput,memory"), STORAGE_LIB (directory of the built
 // library, default dist/lib), STORAGE_OUT (default bench/results-storage.md), STORAGE_TIMEOUT
 // (s for the whole run, default 900).
@@ -485,7 +485,7 @@ export function defaultSettings(overrides = {}) {
   return {
     durationMs: num('STORAGE_DURATION', 3) * 1000,
     rounds: num('STORAGE_ROUNDS', 5),
-    warmupMs: num('STORAGE_WARMUP', 1) * 1000,
+    warmupMs: num('STORAGE_WARMUP', 0.5) * 1000,
     concurrency: num('STORAGE_CONCURRENCY', 256),
     keys: num('STORAGE_KEYS', 10_000),
     memoryKeys: num('STORAGE_MEMORY_KEYS', 1_000_000),
