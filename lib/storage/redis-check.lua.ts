@@ -1,19 +1,19 @@
-import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
+import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
 import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
-import type { RateLimitCheck } from './rate-limit-storage.interface.js';
 
 /**
- * One script decides a whole check in one round trip, all or nothing.
+ * One script decides a batch of checks in one call. Each check is all or nothing, and is decided
+ * (and committed) before the next, so two checks of one key in a batch see each other.
  *
- * KEYS: one per rule, all inside one hash tag.
- * ARGV: now (ms, or '' to use the server's TIME), cost, then per rule: algorithm code, limit, window, burst.
- * Returns per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs). (Not `now`: turning a
- * 13-digit number into a reply costs Redis more than the rest of the reply.)
- * Commits only if every rule allowed.
+ * KEYS: the keys of every check, in order; one check's keys share one hash tag.
+ * ARGV: the number of distinct rules R, then R times (algorithm code, limit, window, burst), then
+ * per check: now (ms, or '' for the server's TIME), cost, its rule count n, and n rule numbers.
+ * Returns per check, per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs). (Not
+ * `now`: turning a 13-digit number into a reply costs Redis more than the rest of the reply.)
  *
  * Redis runs a script's whole body on every call, so each script defines only the algorithms it
- * dispatches to: one script per algorithm for the usual check, and one with all of them for
- * checks that mix algorithms.
+ * dispatches to: one script per algorithm for the usual batch, and one with all of them for
+ * batches that mix algorithms.
  */
 export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): string {
   return `
@@ -23,42 +23,51 @@ local function num(value) return string.format('%.17g', value) end
 local algorithms = {}
 ${algorithms.map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`).join('\n')}
 
-local now = tonumber(ARGV[1])
-if not now then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local rules = {}
+local rule_count = tonumber(ARGV[1])
+for r = 1, rule_count do
+  local at = 2 + (r - 1) * 4
+  rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]) }
 end
-local cost = tonumber(ARGV[2])
+
+local server_now
 local reply = {}
 local commits = {}
-local all_allowed = true
-for i = 1, #KEYS do
-  local at = 3 + (i - 1) * 4
-  local allowed, remaining, retry_after, reset, commit = algorithms[ARGV[at]](
-    KEYS[i], now, tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), cost)
-  if allowed == 0 then all_allowed = false end
-  commits[i] = commit
-  local r = #reply
-  reply[r + 1] = allowed
-  reply[r + 2] = math.floor(remaining)
-  reply[r + 3] = math.ceil(retry_after)
-  reply[r + 4] = math.ceil(reset)
-end
-if all_allowed then
-  for i = 1, #commits do commits[i]() end
+local key = 0
+local at = 2 + rule_count * 4
+local last = #ARGV
+while at <= last do
+  local now = tonumber(ARGV[at])
+  if not now then
+    if not server_now then
+      local time = redis.call('TIME')
+      server_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    end
+    now = server_now
+  end
+  local cost = tonumber(ARGV[at + 1])
+  local n = tonumber(ARGV[at + 2])
+  local all_allowed = true
+  for i = 1, n do
+    local rule = rules[tonumber(ARGV[at + 2 + i])]
+    local allowed, remaining, retry_after, reset, commit = rule[1](KEYS[key + i], now, rule[2], rule[3], rule[4], cost)
+    if allowed == 0 then all_allowed = false end
+    commits[i] = commit
+    local r = #reply
+    reply[r + 1] = allowed
+    reply[r + 2] = math.floor(remaining)
+    reply[r + 3] = math.ceil(retry_after)
+    reply[r + 4] = math.ceil(reset)
+  end
+  if all_allowed then
+    for i = 1, n do commits[i]() end
+  end
+  key = key + n
+  at = at + 3 + n
 end
 return reply
 `;
 }
 
-/** The script for checks that mix algorithms. */
+/** The script for batches that mix algorithms. */
 export const REDIS_CHECK_LUA = buildCheckScript(Object.values(ALGORITHMS));
-
-/** KEYS then ARGV of {@link REDIS_CHECK_LUA} for one check; `now` undefined means the server's TIME. */
-export function redisCheckArguments(checks: readonly RateLimitCheck[], cost: number, now?: number): (string | number)[] {
-  const args: (string | number)[] = [];
-  for (const { key } of checks) args.push(key);
-  args.push(now ?? '', cost);
-  for (const { rule } of checks) args.push(getAlgorithm(rule.algorithm).code, rule.limit, rule.windowMs, rule.burst);
-  return args;
-}

@@ -3,8 +3,9 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult, type RawOutcome } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 import { BlockCache } from './block-cache.js';
-import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
-import { buildCheckScript, REDIS_CHECK_LUA, redisCheckArguments } from './redis-check.lua.js';
+import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
+import { buildCheckScript, REDIS_CHECK_LUA } from './redis-check.lua.js';
+import { RedisCheckBatch, type PendingCheck } from './redis-check-batch.js';
 
 export interface RedisStorageOptions {
   /** A client you own: used as given and never closed by the storage. */
@@ -44,11 +45,15 @@ const CREATED_CLIENT_DEFAULTS: RedisOptions = {
 };
 const logger = new Logger('RedisStorage');
 
-type CheckCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<number[]>;
+type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<number[]>;
+
+/** Checks per script call at most: a bigger batch would hold Redis (single-threaded) too long. */
+const MAX_BATCH = 256;
 
 /**
- * Shared state in Redis or Redis Cluster. Each check is one EVALSHA of one script (ioredis
- * reloads it on NOSCRIPT), with every key in the client's hash tag so Cluster sees one slot.
+ * Shared state in Redis or Redis Cluster. Each check is one round trip: an EVALSHA of a script
+ * (ioredis reloads it on NOSCRIPT) that decides the batch of checks it belongs to. Every key of
+ * a check is in the client's hash tag, so Cluster sees one slot.
  */
 export class RedisStorage implements RateLimitStorage {
   readonly client: Redis | Cluster;
@@ -58,6 +63,9 @@ export class RedisStorage implements RateLimitStorage {
   private readonly runMixed: CheckCommand;
   private readonly runSingle: Record<string, CheckCommand> = {};
   private readonly blocks?: BlockCache;
+  /** Batches being filled, by hash tag (one batch, under '', outside a Cluster). */
+  private readonly batches = new Map<string, RedisCheckBatch>();
+  private flushScheduled = false;
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -82,21 +90,63 @@ export class RedisStorage implements RateLimitStorage {
     const sentAt = this.clock ? this.clock() : Date.now();
     const blocked = this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
-    return this.commandFor(checks)(checks.length, ...redisCheckArguments(checks, cost, this.clock?.())).then((reply) => {
-      const outcomes: RawOutcome[] = new Array(checks.length);
-      for (let i = 0, at = 0; i < checks.length; i++, at += 4) {
-        outcomes[i] = { allowed: reply[at] === 1, remaining: reply[at + 1], retryAfterMs: reply[at + 2], resetMs: reply[at + 3] };
-      }
-      const result = settleCheck(checks, sentAt, cost, outcomes);
-      this.blocks?.record(checks, cost, sentAt, result);
-      return result;
-    });
+    return new Promise((resolve, reject) => this.enqueue({ checks, cost, sentAt, resolve, reject }));
   }
 
-  private commandFor(checks: readonly RateLimitCheck[]): CheckCommand {
-    const { algorithm } = checks[0].rule;
-    for (let i = 1; i < checks.length; i++) if (checks[i].rule.algorithm !== algorithm) return this.runMixed;
-    return this.runSingle[getAlgorithm(algorithm).code];
+  /**
+   * Checks made in one turn of the event loop go in one script call (one per hash tag on a
+   * Cluster), sent when the turn ends, as ioredis's auto-pipelining does. A request still waits
+   * one round trip; Redis and the client pay the per-call costs once for the whole batch.
+   */
+  private enqueue(check: PendingCheck): void {
+    const group = this.client instanceof Cluster ? hashTagOf(check.checks[0]?.key ?? '') : '';
+    let batch = this.batches.get(group);
+    if (batch === undefined) {
+      batch = new RedisCheckBatch();
+      this.batches.set(group, batch);
+    }
+    batch.add(check, this.clock ? check.sentAt : undefined);
+    if (batch.pending.length >= MAX_BATCH) {
+      this.batches.delete(group);
+      this.send(batch);
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    for (const batch of this.batches.values()) this.send(batch);
+    this.batches.clear();
+  };
+
+  private send(batch: RedisCheckBatch): void {
+    const code = batch.algorithmCode;
+    const command = code === null ? this.runMixed : this.runSingle[code];
+    command(batch.keys.length, batch.keys, batch.arguments()).then(
+      (reply) => this.settle(batch, reply),
+      (error: unknown) => {
+        for (const check of batch.pending) check.reject(error);
+      },
+    );
+  }
+
+  private settle(batch: RedisCheckBatch, reply: number[]): void {
+    let at = 0;
+    for (const { checks, cost, sentAt, resolve, reject } of batch.pending) {
+      try {
+        const outcomes: RawOutcome[] = new Array(checks.length);
+        for (let i = 0; i < checks.length; i++, at += 4) {
+          outcomes[i] = { allowed: reply[at] === 1, remaining: reply[at + 1], retryAfterMs: reply[at + 2], resetMs: reply[at + 3] };
+        }
+        const result = settleCheck(checks, sentAt, cost, outcomes);
+        this.blocks?.record(checks, cost, sentAt, result);
+        resolve(result);
+      } catch (error) {
+        reject(error);
+      }
+    }
   }
 
   private define(name: string, lua: string): CheckCommand {
@@ -154,4 +204,12 @@ function queueUntilFirstReady(client: Redis): void {
   client.once('ready', () => {
     client.options.enableOfflineQueue = false;
   });
+}
+
+/** The part of a key Redis Cluster hashes: its first non-empty `{...}`, else the whole key. */
+function hashTagOf(key: string): string {
+  const open = key.indexOf('{');
+  if (open === -1) return key;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : key;
 }

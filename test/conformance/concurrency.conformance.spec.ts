@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ALGORITHM_NAMES } from '../../lib/algorithms/algorithm-registry.js';
 import type { AlgorithmName } from '../../lib/index.js';
-import { REDIS_CHECK_LUA, redisCheckArguments } from '../../lib/storage/redis-check.lua.js';
+import { RedisCheckBatch } from '../../lib/storage/redis-check-batch.js';
+import { REDIS_CHECK_LUA } from '../../lib/storage/redis-check.lua.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { keyOf, rulesOf } from './limiter.js';
 
@@ -46,11 +47,14 @@ describe('concurrent checks from two processes against one Redis', () => {
     const rules = rulesOf([{ rate: '40/minute', algorithm, burst: 25 }]);
     const bound = rules[0].capacity;
     const checks = rules.map((rule) => ({ key: keyOf(`concurrent-${algorithm}`, rule), rule }));
+    // each worker call is a batch of one check, as RedisStorage sends when a check is alone
+    const batch = new RedisCheckBatch();
+    batch.add({ checks, cost: 1, sentAt: NOW, resolve: () => undefined, reject: () => undefined }, NOW);
     const payload = {
       url: redis.url,
       lua: REDIS_CHECK_LUA,
       numKeys: checks.length,
-      args: redisCheckArguments(checks, 1, NOW),
+      args: [...batch.keys, ...batch.arguments()],
       count: PER_PROCESS,
     };
     const workers = await Promise.all([startWorker(payload), startWorker(payload)]);

@@ -1,0 +1,58 @@
+import { getAlgorithm } from '../algorithms/algorithm-registry.js';
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+import type { RateLimitResult } from './rate-limit-decision.js';
+import type { RateLimitCheck } from './rate-limit-storage.interface.js';
+
+/** A check waiting for its batch's reply. */
+export interface PendingCheck {
+  readonly checks: readonly RateLimitCheck[];
+  readonly cost: number;
+  /** Local clock when the check was made. */
+  readonly sentAt: number;
+  resolve(result: RateLimitResult): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * The checks made while one batch was open, as the KEYS and ARGV of the check script
+ * (see `redis-check.lua.ts`). Each distinct rule is sent once per batch.
+ */
+export class RedisCheckBatch {
+  readonly keys: string[] = [];
+  readonly pending: PendingCheck[] = [];
+  private readonly rules = new Map<RateLimitRule, number>();
+  private readonly ruleArgs: (string | number)[] = [];
+  private readonly checkArgs: (string | number)[] = [];
+  /** The one algorithm code of every rule so far, or null once they differ. */
+  private code: string | null | undefined;
+
+  /** `now` undefined lets the script read the server's TIME. */
+  add(check: PendingCheck, now?: number): void {
+    const { checks } = check;
+    this.pending.push(check);
+    this.checkArgs.push(now ?? '', check.cost, checks.length);
+    for (const { key, rule } of checks) {
+      this.keys.push(key);
+      let index = this.rules.get(rule);
+      if (index === undefined) {
+        const { code } = getAlgorithm(rule.algorithm);
+        if (this.code === undefined) this.code = code;
+        else if (this.code !== code) this.code = null;
+        index = this.rules.size + 1;
+        this.rules.set(rule, index);
+        this.ruleArgs.push(code, rule.limit, rule.windowMs, rule.burst);
+      }
+      this.checkArgs.push(index);
+    }
+  }
+
+  /** The algorithm code shared by every rule of the batch, or null if they mix. */
+  get algorithmCode(): string | null {
+    return this.code ?? null;
+  }
+
+  /** ARGV, after the keys. */
+  arguments(): (string | number)[] {
+    return [this.rules.size, ...this.ruleArgs, ...this.checkArgs];
+  }
+}
