@@ -47,8 +47,8 @@ export class AlgorithmOutcome {
  * returning `allowed (0|1), remaining, retryAfterMs, resetMs, commit`; `commit()` writes.
  *
  * Both halves evaluate the same expressions in the same order on IEEE doubles, and Lua stores
- * fractions with 17 significant digits (`num`), so they agree to the bit. The conformance suite
- * holds them to it.
+ * state as packed doubles (`struct.pack`), so they agree to the bit. The conformance suite holds
+ * them to it.
  */
 export interface RateLimitAlgorithm {
   readonly name: AlgorithmName;

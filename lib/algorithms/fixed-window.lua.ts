@@ -1,14 +1,23 @@
-/** Redis twin of `fixed-window.algorithm.ts`: hash { e = window end, c = count }. */
+/**
+ * Redis twin of `fixed-window.algorithm.ts`: a string of two packed doubles (window end, count).
+ * The key expires when its window ends; later writes in the same window keep that expiry.
+ */
 export const FIXED_WINDOW_LUA = `function(key, now, limit, window, burst, cost)
   local window_end = now - (now % window) + window
-  local state = redis.call('HMGET', key, 'e', 'c')
+  local stored = redis.call('GET', key)
   local count = 0
-  if tonumber(state[1]) == window_end then count = tonumber(state[2]) end
+  local same_window = false
+  if stored then
+    local stored_end, stored_count = struct.unpack('<dd', stored)
+    same_window = stored_end == window_end
+    if same_window then count = stored_count end
+  end
   local reset = window_end - now
   if count + cost <= limit then
     return 1, limit - count - cost, 0, reset, function()
-      redis.call('HSET', key, 'e', num(window_end), 'c', num(count + cost))
-      redis.call('PEXPIREAT', key, num(window_end))
+      local state = struct.pack('<dd', window_end, count + cost)
+      if same_window then redis.call('SET', key, state, 'KEEPTTL')
+      else redis.call('SET', key, state, 'PXAT', num(window_end)) end
     end
   end
   return 0, limit - count, reset, reset, nil

@@ -1,18 +1,21 @@
 /**
- * Redis twin of `gcra.algorithm.ts`: one string, the theoretical arrival time. Past its expiry the
- * stored time is behind `now`, so `max(tat, now)` already treats it as no state.
+ * Redis twin of `gcra.algorithm.ts`: one packed double, the theoretical arrival time. Past its
+ * expiry the stored time is behind `now`, so `max(tat, now)` already treats it as no state.
  */
 export const GCRA_LUA = `function(key, now, limit, window, burst, cost)
   local interval = window / limit
-  local stored = tonumber(redis.call('GET', key))
+  local stored = redis.call('GET', key)
   local base = now
-  if stored then base = math.max(stored, now) end
+  if stored then
+    local stored_tat = struct.unpack('<d', stored)
+    base = math.max(stored_tat, now)
+  end
   local tat = base + cost * interval
   local allow_at = tat - burst * interval
   if allow_at <= now then
     local until_idle = math.ceil(tat - now)
     return 1, (now - allow_at) / interval, 0, until_idle, function()
-      redis.call('SET', key, num(tat), 'PXAT', num(now + until_idle))
+      redis.call('SET', key, struct.pack('<d', tat), 'PXAT', num(now + until_idle))
     end
   end
   local retry = 0

@@ -1,16 +1,19 @@
-/** Redis twin of `leaky-bucket.algorithm.ts`: hash { l = level, a = measured at, x = expires at }. */
+/**
+ * Redis twin of `leaky-bucket.algorithm.ts`: a string of three packed doubles (level, when it was
+ * measured, when the bucket is empty). The key expires when the bucket is empty.
+ */
 export const LEAKY_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
-  local state = redis.call('HMGET', key, 'l', 'a', 'x')
+  local stored = redis.call('GET', key)
   local level = 0
-  if state[3] and tonumber(state[3]) > now then
-    level = math.max(0, tonumber(state[1]) - ((now - tonumber(state[2])) * limit) / window)
+  if stored then
+    local stored_level, measured_at, empty_at = struct.unpack('<ddd', stored)
+    if empty_at > now then level = math.max(0, stored_level - ((now - measured_at) * limit) / window) end
   end
   if level + cost <= burst then
     local filled = level + cost
     local until_empty = math.ceil((filled * window) / limit)
     return 1, burst - filled, 0, until_empty, function()
-      redis.call('HSET', key, 'l', num(filled), 'a', num(now), 'x', num(now + until_empty))
-      redis.call('PEXPIREAT', key, num(now + until_empty))
+      redis.call('SET', key, struct.pack('<ddd', filled, now, now + until_empty), 'PXAT', num(now + until_empty))
     end
   end
   local retry = 0

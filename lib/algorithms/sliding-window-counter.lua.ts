@@ -1,20 +1,29 @@
-/** Redis twin of `sliding-window-counter.algorithm.ts`: hash { s = window start, c = current, p = previous }. */
+/**
+ * Redis twin of `sliding-window-counter.algorithm.ts`: a string of three packed doubles (window
+ * start, current count, previous count). The key expires when the next window ends; later writes
+ * in the same window keep that expiry.
+ */
 export const SLIDING_WINDOW_COUNTER_LUA = `function(key, now, limit, window, burst, cost)
   local start = now - (now % window)
-  local state = redis.call('HMGET', key, 's', 'c', 'p')
-  local stored_start = tonumber(state[1])
+  local stored = redis.call('GET', key)
   local current, previous = 0, 0
-  if stored_start == start then
-    current, previous = tonumber(state[2]), tonumber(state[3])
-  elseif stored_start == start - window then
-    previous = tonumber(state[2])
+  local same_window = false
+  if stored then
+    local stored_start, stored_current, stored_previous = struct.unpack('<ddd', stored)
+    same_window = stored_start == start
+    if same_window then
+      current, previous = stored_current, stored_previous
+    elseif stored_start == start - window then
+      previous = stored_current
+    end
   end
   local elapsed = now - start
   local estimate = (previous * (window - elapsed)) / window + current
   if estimate + cost <= limit then
     return 1, limit - estimate - cost, 0, 2 * window - elapsed, function()
-      redis.call('HSET', key, 's', num(start), 'c', num(current + cost), 'p', num(previous))
-      redis.call('PEXPIREAT', key, num(start + 2 * window))
+      local state = struct.pack('<ddd', start, current + cost, previous)
+      if same_window then redis.call('SET', key, state, 'KEEPTTL')
+      else redis.call('SET', key, state, 'PXAT', num(start + 2 * window)) end
     end
   end
   local retry = 0

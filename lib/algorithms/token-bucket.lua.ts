@@ -1,16 +1,19 @@
-/** Redis twin of `token-bucket.algorithm.ts`: hash { t = tokens, a = measured at, x = expires at }. */
+/**
+ * Redis twin of `token-bucket.algorithm.ts`: a string of three packed doubles (tokens, when they
+ * were counted, when the bucket is full again). The key expires when the bucket is full again.
+ */
 export const TOKEN_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
-  local state = redis.call('HMGET', key, 't', 'a', 'x')
+  local stored = redis.call('GET', key)
   local tokens = burst
-  if state[3] and tonumber(state[3]) > now then
-    tokens = math.min(burst, tonumber(state[1]) + ((now - tonumber(state[2])) * limit) / window)
+  if stored then
+    local stored_tokens, counted_at, full_at = struct.unpack('<ddd', stored)
+    if full_at > now then tokens = math.min(burst, stored_tokens + ((now - counted_at) * limit) / window) end
   end
   if cost <= tokens then
     local left = tokens - cost
     local until_full = math.ceil(((burst - left) * window) / limit)
     return 1, left, 0, until_full, function()
-      redis.call('HSET', key, 't', num(left), 'a', num(now), 'x', num(now + until_full))
-      redis.call('PEXPIREAT', key, num(now + until_full))
+      redis.call('SET', key, struct.pack('<ddd', left, now, now + until_full), 'PXAT', num(now + until_full))
     end
   end
   local retry = 0

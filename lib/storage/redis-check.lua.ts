@@ -17,7 +17,7 @@ import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
  */
 export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): string {
   return `
--- Fractions are stored with 17 significant digits, so they read back as the same double.
+-- Numbers as Redis arguments, with 17 significant digits so a fraction reads back as the same double.
 local function num(value) return string.format('%.17g', value) end
 
 local algorithms = {}

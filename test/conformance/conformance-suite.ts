@@ -139,19 +139,24 @@ export function describeConformance(target: () => StorageTarget, reset: () => Pr
     expect(await remaining()).toEqual([[true, 1], [true, 2], [true, 3]]);
   });
 
-  it.each<[AlgorithmName, number]>([
-    ['fixed-window', 10_000], // the window's end
-    ['sliding-window-log', 10_000], // the last entry leaves the window
-    ['sliding-window-counter', 20_000], // the next window no longer sees this one
-    ['token-bucket', 1_000], // full again
-    ['leaky-bucket', 1_000], // drained
-    ['gcra', 1_000], // back on schedule
-  ])('%s: state expires as soon as it can no longer affect a decision', async (algorithm, ttl) => {
+  it.each<[AlgorithmName, number, number]>([
+    // after one check at T0, then after a second 100 ms later
+    ['fixed-window', 10_000, 10_000], // the window's end
+    ['sliding-window-log', 10_000, 10_100], // the last entry leaves the window
+    ['sliding-window-counter', 20_000, 20_000], // the next window no longer sees this one
+    ['token-bucket', 1_000, 2_001], // full again (10 - 8.1 is 1.9000000000000004: the wait rounds up)
+    ['leaky-bucket', 1_000, 2_000], // drained
+    ['gcra', 1_000, 2_000], // back on schedule
+  ])('%s: state expires as soon as it can no longer affect a decision', async (algorithm, ttl, ttlAfterSecond) => {
     const [rule] = rulesOf([{ rate: '10/10 seconds', algorithm }]);
     const check = checker(storage, [rule]);
+    const key = keyOf('client', rule);
     expect(brief(await check())).toEqual([true, 9]);
-    expect(await target().expiresAt(storage, keyOf('client', rule))).toBe(T0 + ttl);
-    clock.advance(ttl);
+    expect(await target().expiresAt(storage, key)).toBe(T0 + ttl);
+    clock.advance(100);
+    expect((await check()).allowed).toBe(true);
+    expect(await target().expiresAt(storage, key)).toBe(T0 + ttlAfterSecond);
+    clock.advance(ttlAfterSecond - 100);
     expect(brief(await check())).toEqual([true, 9]); // as if never seen
   });
 }

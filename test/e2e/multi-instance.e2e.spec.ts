@@ -114,7 +114,9 @@ describe('the sample app as separate processes on one Redis', () => {
 
     // One counter for the client, in Redis, at exactly the limit.
     expect(await admin.keys('*')).toEqual(['rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000']);
-    expect(await admin.hget('rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000', 'c')).toBe(String(LIMIT));
+    // fixed-window state: two little-endian doubles, window end then count
+    const state = await admin.getBuffer('rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000');
+    expect(state?.readDoubleLE(8)).toBe(LIMIT);
 
     // And every instance now refuses the client, with the shared countdown.
     for (const { port } of instances) {
