@@ -33,10 +33,11 @@ const COMMAND = 'rateLimitCheck';
  * A limiter must answer fast or not at all: no queue of commands while disconnected (after the
  * first connection, see `queueUntilFirstReady`), no resending (a resent check would count twice),
  * one retry at most, and a reconnect attempt at least every 500 ms so recovery follows Redis's
- * return within about a second.
+ * return within about a second. No auto-pipelining: the storage batches its checks itself, and a
+ * full batch must go out at once, so Redis works on it while this process reads the next reply.
  */
 const CREATED_CLIENT_DEFAULTS: RedisOptions = {
-  enableAutoPipelining: true,
+  enableAutoPipelining: false,
   autoResendUnfulfilledCommands: false,
   maxRetriesPerRequest: 1,
   retryStrategy: (attempt) => Math.min(attempt * 50, 500),
@@ -47,8 +48,12 @@ const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<number[]>;
 
-/** Checks per script call at most: a bigger batch would hold Redis (single-threaded) too long. */
-const MAX_BATCH = 256;
+/**
+ * Checks per script call at most. Smaller batches cost more per check; bigger ones keep fewer
+ * batches in flight, so Redis and this process take turns instead of working at once, and hold
+ * Redis (single-threaded) longer per call.
+ */
+const MAX_BATCH = 128;
 
 /**
  * Shared state in Redis or Redis Cluster. Each check is one round trip: an EVALSHA of a script

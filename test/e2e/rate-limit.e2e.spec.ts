@@ -351,7 +351,7 @@ describe('RateLimitModule on Redis', () => {
     await request(app.getHttpServer()).get('/limited').expect(200);
     const { RATE_LIMIT_STORAGE } = await import('../../lib/index.js');
     const ownClient = (own.get(RATE_LIMIT_STORAGE) as { client: { status: string; options: Record<string, unknown> } }).client;
-    expect(ownClient.options).toMatchObject({ enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+    expect(ownClient.options).toMatchObject({ enableAutoPipelining: false, maxRetriesPerRequest: 1 });
     await own.close();
     expect(['end', 'close']).toContain(ownClient.status);
     await app.close();
