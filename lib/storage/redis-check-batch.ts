@@ -26,11 +26,14 @@ export class RedisCheckBatch {
   /** The one algorithm code of every rule so far, or null once they differ. */
   private code: string | null | undefined;
 
-  /** `now` undefined lets the script read the server's TIME. */
-  add(check: PendingCheck, now?: number): void {
-    const { checks } = check;
+  /** One instant for the whole batch; undefined lets the script read the server's TIME. */
+  constructor(readonly now?: number) {}
+
+  add(check: PendingCheck): void {
+    const { checks, cost } = check;
     this.pending.push(check);
-    this.checkArgs.push(now ?? '', check.cost, checks.length);
+    const single = checks.length === 1 && cost === 1;
+    if (!single) this.checkArgs.push(-checks.length, cost);
     for (const { key, rule } of checks) {
       this.keys.push(key);
       let index = this.rules.get(rule);
@@ -53,6 +56,6 @@ export class RedisCheckBatch {
 
   /** ARGV, after the keys. */
   arguments(): (string | number)[] {
-    return [this.rules.size, ...this.ruleArgs, ...this.checkArgs];
+    return [this.now ?? '', this.rules.size, ...this.ruleArgs, ...this.checkArgs];
   }
 }

@@ -106,11 +106,17 @@ export class RedisStorage implements RateLimitStorage {
   private enqueue(check: PendingCheck): void {
     const group = this.client instanceof Cluster ? hashTagOf(check.checks[0]?.key ?? '') : '';
     let batch = this.batches.get(group);
+    const now = this.clock ? check.sentAt : undefined;
+    if (batch !== undefined && batch.now !== now) {
+      // an injected clock moved within one turn: the script takes one instant per batch
+      this.send(batch);
+      batch = undefined;
+    }
     if (batch === undefined) {
-      batch = new RedisCheckBatch();
+      batch = new RedisCheckBatch(now);
       this.batches.set(group, batch);
     }
-    batch.add(check, this.clock ? check.sentAt : undefined);
+    batch.add(check);
     if (batch.pending.length >= MAX_BATCH) {
       this.batches.delete(group);
       this.send(batch);

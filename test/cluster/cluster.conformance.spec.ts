@@ -78,6 +78,22 @@ describe('Redis Cluster routing', () => {
     }
     expect(slots.size).toBeGreaterThan(100); // different clients really land on different slots
   });
+
+  it('batches the checks of one turn by hash tag, so a batch never spans slots', async () => {
+    const storage = new RedisStorage({ client: cluster.client(), clock: () => T0 + 1 });
+    const identities = Array.from({ length: 60 }, (_, i) => `batch-${i}`);
+    // every identity twice in one turn: one batch per identity, over every master
+    const results = await Promise.all(
+      [...identities, ...identities].map((identity) => {
+        const base = storageKeyBase('rl', identity);
+        return storage.check(rules.map((rule) => ({ key: base + rule.keySuffix, rule })), 1);
+      }),
+    );
+    const firsts = results.slice(0, 60).map((r) => r.decisions.map((d) => d.remaining));
+    const seconds = results.slice(60).map((r) => r.decisions.map((d) => d.remaining));
+    expect(new Set(firsts.map(String))).toEqual(new Set(['4,9,19']));
+    expect(new Set(seconds.map(String))).toEqual(new Set(['3,8,18']));
+  });
 });
 
 // Last: it changes which nodes are masters (and restores a full set of replicas at the end).

@@ -48,8 +48,8 @@ describe('concurrent checks from two processes against one Redis', () => {
     const bound = rules[0].capacity;
     const checks = rules.map((rule) => ({ key: keyOf(`concurrent-${algorithm}`, rule), rule }));
     // each worker call is a batch of one check, as RedisStorage sends when a check is alone
-    const batch = new RedisCheckBatch();
-    batch.add({ checks, cost: 1, sentAt: NOW, resolve: () => undefined, reject: () => undefined }, NOW);
+    const batch = new RedisCheckBatch(NOW);
+    batch.add({ checks, cost: 1, sentAt: NOW, resolve: () => undefined, reject: () => undefined });
     const payload = {
       url: redis.url,
       lua: REDIS_CHECK_LUA,
