@@ -138,13 +138,12 @@ export class RateLimitGuard implements CanActivate {
 
   private decide(result: RateLimitResult | typeof UNLIMITED, rules: RuleSet, cost: number, context: ExecutionContext): true {
     if (result === UNLIMITED) return true;
-    const response = context.getArgByIndex(1);
     if (result.allowed) {
-      forEachRateLimitHeader(this.config.headers, result, rules.policy, response, this.setHeader);
+      forEachRateLimitHeader(this.config.headers, result, rules.policy, context.getArgByIndex(1), this.setHeader);
       return true;
     }
+    // the exception carries the headers; the filter (or yours) writes them with the 429
     const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
-    for (const [name, value] of headers) this.adapterHost.httpAdapter.setHeader(response, name, value);
     const worst = mostConstraining(result.decisions);
     const details = {
       rule: worst.rule,

@@ -1,8 +1,22 @@
 import 'reflect-metadata';
-import { Controller, Get, Inject, Injectable, Module, Post, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import {
+  Catch,
+  Controller,
+  Get,
+  Inject,
+  Injectable,
+  Module,
+  Post,
+  type ArgumentsHost,
+  type ExceptionFilter,
+  type ExecutionContext,
+  type INestApplication,
+  UseFilters,
+} from '@nestjs/common';
 import request from 'supertest';
 import {
   HeaderKeyResolver,
+  RateLimitExceededException,
   RateLimit,
   RateLimitModule,
   SkipRateLimit,
@@ -152,7 +166,39 @@ describe.each(storageKinds(() => redis))('RateLimitModule on $name storage', (ki
     expect(denied.headers['retry-after']).toBe('60');
     expect(denied.headers.ratelimit).toBe('"ScenarioController.limited";r=0;t=60');
     expect(denied.headers['ratelimit-policy']).toBe('"ScenarioController.limited";q=3;w=60');
-    expect(denied.headers['content-type']).toMatch(/application\/json/);
+    expect(denied.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(denied.headers['content-length']).toBe(String(Buffer.byteLength(denied.text)));
+    // a refusal is not a representation to cache or revalidate
+    expect(denied.headers.etag).toBeUndefined();
+    const head = await http.head('/limited').expect(429);
+    expect(head.headers['retry-after']).toBe('60');
+    expect(head.text ?? '').toBe('');
+  });
+
+  it('lets an exception filter of your own answer the 429, with the headers the exception carries', async () => {
+    @Catch(RateLimitExceededException)
+    class TeapotFilter implements ExceptionFilter<RateLimitExceededException> {
+      catch(exception: RateLimitExceededException, host: ArgumentsHost) {
+        const response = host.switchToHttp().getResponse<{ set(headers: object): void; status(code: number): { json(body: object): void } }>();
+        response.set(Object.fromEntries(exception.headers));
+        response.status(418).json({ wait: exception.retryAfter });
+      }
+    }
+    @Controller('teapot')
+    @UseFilters(TeapotFilter)
+    class TeapotController {
+      @Get()
+      @RateLimit('1/minute')
+      brew() {
+        return { ok: true };
+      }
+    }
+    app = await createScenarioApp([TeapotController], { storage: kind.create(clock) });
+    const http = request(app.getHttpServer());
+    await http.get('/teapot').expect(200);
+    const denied = await http.get('/teapot').expect(418);
+    expect(denied.body).toEqual({ wait: 60 });
+    expect(denied.headers.ratelimit).toBe('"TeapotController.brew";r=0;t=60');
   });
 
   it('opens the next window when the clock reaches it', async () => {
