@@ -17,7 +17,7 @@ export const FIXED_WINDOW_LUA = `function(key, now, limit, window, burst, cost)
     return 1, limit - count - cost, 0, reset, function()
       local state = struct.pack('<dd', window_end, count + cost)
       if same_window then redis.call('SET', key, state, 'KEEPTTL')
-      else redis.call('SET', key, state, 'PXAT', num(window_end)) end
+      else redis.call('SET', key, state, 'PXAT', window_end) end
     end
   end
   return 0, limit - count, reset, reset, nil

@@ -15,7 +15,7 @@ export const GCRA_LUA = `function(key, now, limit, window, burst, cost)
   if allow_at <= now then
     local until_idle = math.ceil(tat - now)
     return 1, (now - allow_at) / interval, 0, until_idle, function()
-      redis.call('SET', key, struct.pack('<d', tat), 'PXAT', num(now + until_idle))
+      redis.call('SET', key, struct.pack('<d', tat), 'PXAT', now + until_idle)
     end
   end
   local retry = 0

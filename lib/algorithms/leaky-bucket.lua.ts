@@ -13,7 +13,7 @@ export const LEAKY_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
     local filled = level + cost
     local until_empty = math.ceil((filled * window) / limit)
     return 1, burst - filled, 0, until_empty, function()
-      redis.call('SET', key, struct.pack('<ddd', filled, now, now + until_empty), 'PXAT', num(now + until_empty))
+      redis.call('SET', key, struct.pack('<ddd', filled, now, now + until_empty), 'PXAT', now + until_empty)
     end
   end
   local retry = 0

@@ -23,7 +23,7 @@ export const SLIDING_WINDOW_COUNTER_LUA = `function(key, now, limit, window, bur
     return 1, limit - estimate - cost, 0, 2 * window - elapsed, function()
       local state = struct.pack('<ddd', start, current + cost, previous)
       if same_window then redis.call('SET', key, state, 'KEEPTTL')
-      else redis.call('SET', key, state, 'PXAT', num(start + 2 * window)) end
+      else redis.call('SET', key, state, 'PXAT', start + 2 * window) end
     end
   end
   local retry = 0

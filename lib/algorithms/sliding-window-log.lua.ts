@@ -1,13 +1,14 @@
 /** Redis twin of `sliding-window-log.algorithm.ts`: a sorted set, one member per admitted unit. */
 export const SLIDING_WINDOW_LOG_LUA = `function(key, now, limit, window, burst, cost)
   -- Dropping entries that left the window changes no decision, so it may happen before commit.
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now - window))
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local count = redis.call('ZCARD', key)
   if count + cost <= limit then
     return 1, limit - count - cost, 0, window, function()
       -- Members are unique: within one millisecond the count only grows.
-      for i = 1, cost do redis.call('ZADD', key, num(now), num(now) .. ':' .. (count + i)) end
-      redis.call('PEXPIREAT', key, num(now + window))
+      local prefix = num(now) .. ':'
+      for i = 1, cost do redis.call('ZADD', key, now, prefix .. (count + i)) end
+      redis.call('PEXPIREAT', key, now + window)
     end
   end
   local retry = 0

@@ -13,7 +13,7 @@ export const TOKEN_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
     local left = tokens - cost
     local until_full = math.ceil(((burst - left) * window) / limit)
     return 1, left, 0, until_full, function()
-      redis.call('SET', key, struct.pack('<ddd', left, now, now + until_full), 'PXAT', num(now + until_full))
+      redis.call('SET', key, struct.pack('<ddd', left, now, now + until_full), 'PXAT', now + until_full)
     end
   end
   local retry = 0

@@ -18,7 +18,7 @@ import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
  */
 export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): string {
   return `
--- Numbers as Redis arguments, with 17 significant digits so a fraction reads back as the same double.
+-- Redis writes a number argument exactly; inside a string, a number needs 17 significant digits.
 local function num(value) return string.format('%.17g', value) end
 
 local algorithms = {}
