@@ -25,16 +25,18 @@ const SWEEP_GRACE_MS = 5_000;
 /**
  * In-process storage: O(1) per rule, no timers, nothing allocated per check beyond its result.
  *
- * Layout: a `Map` from key to slot number, and every slot's state in one `Float64Array` (four
- * numbers a key), so a key costs its string, a map entry and 32 bytes. Keys are stored flat,
+ * Layout: a `Map` from key to slot number, every slot's state in one `Float64Array` (four
+ * numbers a key) and its key in an array, so a key costs its string, a map entry and 40 bytes. Keys are stored flat,
  * never as the concatenation the guard built. Sliding-window logs, whose size varies, live in a
  * side array by slot.
  *
- * Bounds: at `maxKeys`, a CLOCK sweep (the classic LRU approximation) evicts a key not used
- * since the hand last passed it; each check also advances an expiry sweep that frees dead keys.
+ * Bounds: at `maxKeys`, a CLOCK sweep over slots (the classic LRU approximation) evicts a key not
+ * used since the hand last passed it; each check also advances an expiry sweep that frees dead keys.
  */
 export class MemoryStorage implements RateLimitStorage {
   private readonly slotOf = new Map<string, number>();
+  /** The key of each slot (undefined when free), so the sweeps walk slots, not Map iterators. */
+  private readonly keyOf: (string | undefined)[] = [];
   private state = new Float64Array(0);
   private recentlyUsed = new Uint8Array(0);
   private readonly logs: (number[] | undefined)[] = [];
@@ -43,8 +45,9 @@ export class MemoryStorage implements RateLimitStorage {
   private nextSlot = 0;
   private readonly maxKeys: number;
   private readonly clock: () => number;
-  private sweep: Iterator<[string, number]> = this.slotOf.entries();
-  private hand: Iterator<[string, number]> = this.slotOf.entries();
+  /** Next slot the expiry sweep looks at, and the CLOCK hand. */
+  private sweepAt = 0;
+  private handAt = 0;
   // Scratch space reused by every check.
   private readonly outcomes: AlgorithmOutcome[] = [];
   private readonly slots: number[] = [];
@@ -87,20 +90,17 @@ export class MemoryStorage implements RateLimitStorage {
   }
 
   /**
-   * Looks at the next `budget` entries of an endless sweep and frees those expired for longer
-   * than a short grace. A live Map iterator survives inserts and deletes, so the sweep visits
-   * every key in turn.
+   * Looks at the next `budget` slots of an endless sweep and frees keys expired for longer than a
+   * short grace. Walking slots allocates nothing, unlike a Map iterator.
    */
-  reclaim(now = this.clock(), budget = this.slotOf.size): void {
+  reclaim(now = this.clock(), budget = this.nextSlot): void {
+    const end = this.nextSlot;
+    if (end === 0) return;
     while (budget-- > 0) {
-      let next = this.sweep.next();
-      if (next.done) {
-        this.sweep = this.slotOf.entries();
-        next = this.sweep.next();
-        if (next.done) return;
-      }
-      const [key, slot] = next.value;
-      if (this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now) this.release(key, slot);
+      const slot = this.sweepAt;
+      this.sweepAt = slot + 1 >= end ? 0 : slot + 1;
+      const key = this.keyOf[slot];
+      if (key !== undefined && this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now) this.release(key, slot);
     }
   }
 
@@ -112,6 +112,7 @@ export class MemoryStorage implements RateLimitStorage {
 
   clear(): void {
     this.slotOf.clear();
+    this.keyOf.length = 0;
     this.logs.length = 0;
     this.freeSlots.length = 0;
     this.nextSlot = 0;
@@ -141,25 +142,22 @@ export class MemoryStorage implements RateLimitStorage {
       slot = this.nextSlot++;
       if (slot >= this.capacity) this.grow();
     }
-    this.slotOf.set(flatten(key), slot);
+    const flat = flatten(key);
+    this.slotOf.set(flat, slot);
+    this.keyOf[slot] = flat;
     return slot;
   }
 
-  /** CLOCK: pass over keys in order, sparing (once) those used since the last pass. */
+  /** CLOCK: the hand passes over slots in turn, sparing (once) keys used since it last passed. */
   private evictOne(now: number): void {
-    for (let steps = 0; steps <= 2 * this.slotOf.size + 1; steps++) {
-      let next = this.hand.next();
-      if (next.done) {
-        this.hand = this.slotOf.entries();
-        next = this.hand.next();
-        if (next.done) return;
-      }
-      const [key, slot] = next.value;
+    const end = this.nextSlot;
+    for (let steps = 0; steps <= 2 * end; steps++) {
+      const slot = this.handAt;
+      this.handAt = slot + 1 >= end ? 0 : slot + 1;
+      const key = this.keyOf[slot];
+      if (key === undefined) continue;
       if (this.recentlyUsed[slot] === 1 && this.state[slot * STATE_STRIDE] > now) {
         this.recentlyUsed[slot] = 0;
-        // re-queue behind the others, keeping the stored (flat) key
-        this.slotOf.delete(key);
-        this.slotOf.set(key, slot);
         continue;
       }
       this.release(key, slot);
@@ -169,6 +167,7 @@ export class MemoryStorage implements RateLimitStorage {
 
   private release(key: string, slot: number): void {
     this.slotOf.delete(key);
+    this.keyOf[slot] = undefined;
     this.state[slot * STATE_STRIDE] = 0;
     this.recentlyUsed[slot] = 0;
     this.logs[slot] = undefined;
