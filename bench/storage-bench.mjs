@@ -15,10 +15,11 @@
 // (s for the whole run, default 900).
 //
 // A private redis-server is started on a free port (--save '' --appendonly no) and killed at the end.
-// Output: markdown on stdout and in bench/results-storage.md. For the HTTP runner:
+// Output: markdown on stdout and in bench/results-storage.md; with BENCH_ROWS_FILE set (the HTTP
+// runner, bench/src/run.ts, sets it), also the same results as a JSON array of rows of the runner's
+// one table (see throughputRows / memoryRows). From code:
 //   import { runStorageBench } from './storage-bench.mjs';
-//   const { markdown } = await runStorageBench(); // also writes bench/results-storage.md
-// or run `node bench/storage-bench.mjs` and read bench/results-storage.md.
+//   const { markdown, rows } = await runStorageBench(); // also writes bench/results-storage.md
 import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -183,20 +184,22 @@ async function closedLoop(check, keyCount, concurrency, durationMs) {
 async function throughputScenario(lib, redis, settings) {
   const { MemoryStorage, RedisStorage, ALGORITHM_NAMES, storageKeyBase, ruleFor } = lib;
   const { keys, concurrency } = settings;
-  // Built once, so both sides do one concatenation per check: ours base + rule.keySuffix, as the
-  // guard does; rate-limiter-flexible its own keyPrefix + ':' + key, giving a key of similar length.
+  // Each side is called as its users call it: ours with the checks the guard keeps per client
+  // (RuleSet.checksFor: one key string per client and rule, built once); rate-limiter-flexible
+  // with the client's key, to which it adds its keyPrefix itself (a key of similar length).
   const bases = Array.from({ length: keys }, (_, i) => storageKeyBase('rl', `ip:${ipOf(i)}`));
+  const checksOf = (rule) => bases.map((base) => [{ key: base + rule.keySuffix, rule }]);
   const rlfKeys = Array.from({ length: keys }, (_, i) => `{ip:${ipOf(i)}}:${BUCKET}`);
 
   const contenders = [];
   for (const algorithm of ALGORITHM_NAMES) {
-    const rule = ruleFor(HIGH_RATE, algorithm);
+    const checks = checksOf(ruleFor(HIGH_RATE, algorithm));
     let storage;
     contenders.push({
       group: 'memory', name: 'MemoryStorage', algorithm,
       // a fresh storage per run, so every run starts from the same (empty) state
       setup: () => void (storage = new MemoryStorage()),
-      check: (i) => storage.check([{ key: bases[i] + rule.keySuffix, rule }], 1),
+      check: (i) => storage.check(checks[i], 1),
     });
   }
   {
@@ -210,16 +213,16 @@ async function throughputScenario(lib, redis, settings) {
   if (redis) {
     const closers = [];
     for (const algorithm of ALGORITHM_NAMES) {
-      const rule = ruleFor(HIGH_RATE, algorithm);
-      // { url } only: the storage's own client defaults (auto-pipelining on). The block cache stays
-      // on, as by default, but is idle: nothing is ever denied here.
+      const checks = checksOf(ruleFor(HIGH_RATE, algorithm));
+      // { url } only: the storage's own client defaults (it batches checks itself; no ioredis
+      // auto-pipelining). The block cache stays on, as by default, but is idle: nothing is denied here.
       const storage = new RedisStorage({ url: redis.url });
       await storage.init();
       closers.push(() => storage.close());
       contenders.push({
         group: 'redis', name: 'RedisStorage', algorithm,
         setup: () => redis.admin.flushdb(),
-        check: (i) => storage.check([{ key: bases[i] + rule.keySuffix, rule }], 1),
+        check: (i) => storage.check(checks[i], 1),
       });
     }
     for (const [label, options] of [
@@ -384,7 +387,43 @@ const fmt = (n) => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed
 const table = (header, rows) =>
   [`| ${header.join(' | ')} |`, `|${header.map((h, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 
-function throughputReport(contenders, settings) {
+/** The label of a RateLimiterRedis contender: its client set-up. */
+const rlfRedisLabel = (c) => `RateLimiterRedis (${c.autoPipelining ? 'auto-pipelining' : 'ioredis defaults'})`;
+
+/**
+ * The medians (set on each contender as `median`) and the comparisons of the report, ours / theirs:
+ * { ours, theirs, label, factor (the target, or undefined), value (ratio of the medians),
+ *   perRound (ratios round by round), pass (value ≥ factor; undefined without a target) }.
+ * The markdown (throughputReport) and the runner's rows (throughputRows) both show these.
+ */
+function throughputComparisons(contenders) {
+  for (const c of contenders) c.median = median(c.runs.map((r) => r.rate));
+  const find = (name, algorithm) => contenders.find((c) => c.name === name && (algorithm === undefined || c.algorithm === algorithm));
+  const rlfMemory = find('RateLimiterMemory');
+  const rlfRedis = contenders.find((c) => c.name === 'RateLimiterRedis' && c.autoPipelining);
+  const rlfRedisDefault = contenders.find((c) => c.name === 'RateLimiterRedis' && !c.autoPipelining);
+  const comparisons = [];
+  const ratio = (ours, theirs, factor, label) => {
+    const value = ours.median / theirs.median;
+    const perRound = ours.runs.map((r, i) => r.rate / theirs.runs[i].rate);
+    comparisons.push({ ours, theirs, label, factor, value, perRound, pass: factor === undefined ? undefined : value >= factor });
+  };
+  for (const c of contenders.filter((c) => c.name === 'MemoryStorage')) ratio(c, rlfMemory, 1, 'RateLimiterMemory');
+  if (rlfRedis || rlfRedisDefault) {
+    // The target is against whichever rlf set-up was faster in this run; the other is shown too.
+    const [best, other] = [rlfRedis, rlfRedisDefault].filter(Boolean).sort((a, b) => b.median - a.median);
+    for (const c of contenders.filter((c) => c.name === 'RedisStorage')) ratio(c, best, 2, `${rlfRedisLabel(best)}, the faster rlf set-up`);
+    if (other) {
+      for (const algorithm of ['fixed-window', 'gcra']) {
+        const c = find('RedisStorage', algorithm);
+        if (c) ratio(c, other, undefined, rlfRedisLabel(other));
+      }
+    }
+  }
+  return comparisons;
+}
+
+function throughputReport(contenders, settings, comparisons = throughputComparisons(contenders)) {
   const out = [];
   out.push(
     `### Storage alone: checks/s, ${settings.concurrency} in flight, ${settings.keys.toLocaleString('en-US')} keys round-robin, ` +
@@ -393,10 +432,9 @@ function throughputReport(contenders, settings) {
   out.push('');
   const rows = contenders.map((c) => {
     const rates = c.runs.map((r) => r.rate);
-    const med = median(rates);
+    const med = c.median;
     const flags = c.runs.reduce((s, r) => s + r.errors, 0);
     const denied = c.runs.reduce((s, r) => s + r.denied, 0);
-    c.median = med;
     return [
       `${c.name}`,
       c.algorithm,
@@ -411,31 +449,14 @@ function throughputReport(contenders, settings) {
   out.push(table(['storage', 'algorithm', 'checks/s', 'min – max', 'spread', 'node CPU µs/check', 'redis CPU µs/check', 'errors/denials'], rows));
   out.push('');
 
-  const find = (name, algorithm) => contenders.find((c) => c.name === name && (algorithm === undefined || c.algorithm === algorithm));
-  const rlfMemory = find('RateLimiterMemory');
-  const rlfRedis = contenders.find((c) => c.name === 'RateLimiterRedis' && c.autoPipelining);
-  const rlfRedisDefault = contenders.find((c) => c.name === 'RateLimiterRedis' && !c.autoPipelining);
-  const ratioRows = [];
-  const ratio = (ours, theirs, factor, label) => {
-    const value = ours.median / theirs.median;
-    const perRound = ours.runs.map((r, i) => r.rate / theirs.runs[i].rate);
-    ratioRows.push([
-      `${ours.name} ${ours.algorithm} / ${label}`,
-      `**${value.toFixed(2)}×**`,
-      `${Math.min(...perRound).toFixed(2)} – ${Math.max(...perRound).toFixed(2)}`,
-      factor === undefined ? '–' : `≥ ${factor}×`,
-      factor === undefined ? '–' : value >= factor ? 'PASS' : 'FAIL',
-    ]);
-  };
-  for (const c of contenders.filter((c) => c.name === 'MemoryStorage')) ratio(c, rlfMemory, 1, 'RateLimiterMemory');
-  if (rlfRedis) {
-    for (const c of contenders.filter((c) => c.name === 'RedisStorage')) ratio(c, rlfRedis, 2, 'RateLimiterRedis (auto-pipelining)');
-    for (const algorithm of ['fixed-window', 'gcra']) {
-      const c = find('RedisStorage', algorithm);
-      if (c) ratio(c, rlfRedisDefault, undefined, 'RateLimiterRedis (ioredis defaults)');
-    }
-  }
-  out.push('Ratios (median ours / median theirs; per-round ratios shown as a range). Targets: MemoryStorage ≥ RateLimiterMemory; RedisStorage ≥ 2 × RateLimiterRedis (headline: fixed-window and gcra). Reported, not asserted.');
+  const ratioRows = comparisons.map(({ ours, label, factor, value, perRound, pass }) => [
+    `${ours.name} ${ours.algorithm} / ${label}`,
+    `**${value.toFixed(2)}×**`,
+    `${Math.min(...perRound).toFixed(2)} – ${Math.max(...perRound).toFixed(2)}`,
+    factor === undefined ? '–' : `≥ ${factor}×`,
+    factor === undefined ? '–' : pass ? 'PASS' : 'FAIL',
+  ]);
+  out.push('Ratios (median ours / median theirs; per-round ratios shown as a range). Targets: MemoryStorage ≥ RateLimiterMemory; RedisStorage ≥ 2 × RateLimiterRedis in its faster set-up of the run (headline: fixed-window and gcra). Reported, not asserted.');
   out.push('');
   out.push(table(['comparison', 'ratio', 'per-round', 'target', 'result'], ratioRows));
   out.push('');
@@ -472,9 +493,115 @@ function memoryReport(memory, settings) {
     );
     out.push('');
   }
-  out.push('Keys: `rl:{ip:10.x.y.z}:ItemsController.findAll:<code><window>`, built per check by storageKeyBase + rule.keySuffix as the guard does; the baseline row is the same key strings alone in a Map.');
+  out.push('Keys: `rl:{ip:10.x.y.z}:ItemsController.findAll:<code><window>`, storageKeyBase + rule.keySuffix, built once per client as the guard does; the baseline row is the same key strings alone in a Map.');
   out.push('');
   return out.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows for the HTTP runner's one table (BENCH_ROWS_FILE)
+// ---------------------------------------------------------------------------------------------
+//
+// The Row shape of bench/src/harness/report.ts: { scenario, contender, throughput?, vsBare?, p50?,
+// p99?, p999?, redis?, spread?, target?, pass?, notes? }, every cell a string but pass (boolean).
+// Here: throughput holds the result (checks/s, B/key), vsBare the ratio to the reference it names,
+// target/pass the targets of the markdown above; no latency nor Redis-call cells (not measured).
+
+const int = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—');
+const times = (n) => (Number.isFinite(n) ? `${n.toFixed(2)}×` : '—');
+const range = (values) => {
+  const [low, high] = [Math.min(...values).toFixed(2), Math.max(...values).toFixed(2)];
+  return low === high ? low : `${low}–${high}`;
+};
+const notes = (...parts) => parts.filter(Boolean).join('; ');
+
+/** One row per contender: median checks/s, and on ours the comparisons of throughputComparisons. */
+function throughputRows(contenders, comparisons, settings) {
+  const scenario = `Storage alone · ${settings.concurrency} checks in flight over ${int(settings.keys)} keys, no HTTP`;
+  const contenderName = (c) =>
+    c.name === 'RateLimiterRedis' ? rlfRedisLabel(c) : c.name === 'RateLimiterMemory' ? c.name : `${c.name} ${c.algorithm}`;
+  const targetOf = (c) => comparisons.find((x) => x.ours === c && x.factor !== undefined);
+  const references = new Set(comparisons.filter((x) => x.factor !== undefined).map((x) => x.theirs));
+  return contenders.map((c) => {
+    const rates = c.runs.map((r) => r.rate);
+    const errors = c.runs.reduce((s, r) => s + r.errors, 0);
+    const denied = c.runs.reduce((s, r) => s + r.denied, 0);
+    const row = {
+      scenario,
+      contender: contenderName(c),
+      throughput: `${int(c.median)} checks/s`,
+      spread: `${((100 * (Math.max(...rates) - Math.min(...rates))) / c.median).toFixed(1)}%`,
+    };
+    const target = targetOf(c);
+    if (target) {
+      const reference = contenderName(target.theirs);
+      row.vsBare = `${times(target.value)} ${reference}`;
+      row.target = `≥ ${target.factor} × ${c.name === 'RedisStorage' ? 'RateLimiterRedis, its faster set-up' : reference}`;
+      row.pass = target.pass;
+    }
+    const others = comparisons.filter((x) => x.ours === c && x.factor === undefined);
+    row.notes = notes(
+      c.name === 'RateLimiterRedis' && references.has(c) && 'reference of the RedisStorage target (the faster rlf set-up)',
+      c.name === 'RateLimiterRedis' && !references.has(c) && 'the slower rlf set-up in this run',
+      c.name === 'RateLimiterMemory' && 'reference of the MemoryStorage target',
+      target && `per-round ratio ${range(target.perRound)}`,
+      ...others.map((x) => `${times(x.value)} ${contenderName(x.theirs)}, per round ${range(x.perRound)}`),
+      `node CPU ${fmt(median(c.runs.map((r) => r.nodeCpuUsPerCheck)))} µs/check`,
+      c.group === 'redis' && `Redis CPU ${fmt(median(c.runs.map((r) => r.redisCpuUsPerCheck)))} µs/check`,
+      errors > 0 && `⚠ ${errors} errors (${c.runs.find((r) => r.firstError)?.firstError})`,
+      denied > 0 && `⚠ ${denied} denied`,
+    );
+    return row;
+  });
+}
+
+/** Heap bytes per key (MemoryStorage per algorithm, RateLimiterMemory, the Map baseline), then Redis MEMORY USAGE per key. */
+function memoryRows(memory, settings) {
+  const { heap, redisUsage } = memory;
+  const rows = [];
+  const heapScenario = `Memory · heap per key after ${int(settings.memoryKeys)} keys`;
+  const rlfHeap = heap['rlf:fixed window (rlf)']?.bytesPerKey;
+  for (const [key, m] of Object.entries(heap)) {
+    const [kind, algorithm] = key.split(':');
+    const row = {
+      scenario: heapScenario,
+      contender: kind === 'ours' ? `MemoryStorage ${algorithm}` : kind === 'rlf' ? 'RateLimiterMemory' : 'Map<key, true> (baseline)',
+      throughput: `${int(m.bytesPerKey)} B/key`,
+    };
+    if (kind === 'ours' && rlfHeap) row.vsBare = `${times(m.bytesPerKey / rlfHeap)} RateLimiterMemory`;
+    if (kind === 'ours' && (algorithm === 'fixed-window' || algorithm === 'gcra')) {
+      row.target = '≤ 150 B/key';
+      row.pass = m.bytesPerKey <= 150;
+    }
+    row.notes = notes(
+      kind === 'map' && 'reference, not a limiter: the same key strings alone in a Map',
+      `filled in ${m.fillSeconds.toFixed(1)} s`,
+      m.held !== settings.memoryKeys && `⚠ only ${int(m.held)} of ${int(settings.memoryKeys)} keys held`,
+    );
+    rows.push(row);
+  }
+  if (redisUsage) {
+    const redisScenario = `Memory · Redis MEMORY USAGE per key (avg of ${int(settings.redisSample)} keys, one check each)`;
+    const rlf = redisUsage.rows.rlf;
+    for (const [algorithm, r] of Object.entries(redisUsage.rows)) {
+      const ours = algorithm !== 'rlf';
+      rows.push({
+        scenario: redisScenario,
+        contender: ours ? `RedisStorage ${algorithm}` : 'RateLimiterRedis',
+        throughput: `${int(r.bytesPerKey)} B/key`,
+        vsBare: ours && rlf ? `${times(r.bytesPerKey / rlf.bytesPerKey)} RateLimiterRedis` : undefined,
+        notes: `Redis type ${r.type}`,
+      });
+    }
+    const { logFull } = redisUsage;
+    rows.push({
+      scenario: redisScenario,
+      contender: 'RedisStorage sliding-window-log, 1 full key',
+      throughput: `${int(logFull.bytes)} B`,
+      notes: `one key after 100 checks at ${MEMORY_RATE}: ${logFull.entries} entries, ${logFull.allowed} allowed, encoding ${logFull.encoding}`,
+    });
+  }
+  return rows;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,6 +620,7 @@ export function defaultSettings(overrides = {}) {
     scenarios: (process.env.STORAGE_SCENARIOS ?? 'throughput,memory').split(','),
     out: resolve(root, process.env.STORAGE_OUT ?? 'bench/results-storage.md'),
     timeoutMs: num('STORAGE_TIMEOUT', 900) * 1000,
+    rowsFile: process.env.BENCH_ROWS_FILE || undefined,
     ...overrides,
   };
 }
@@ -516,15 +644,19 @@ export async function runStorageBench(overrides = {}) {
     redis = await startRedis();
     const sections = [];
     const results = {};
+    const rows = [];
     if (settings.scenarios.includes('throughput')) {
       process.stderr.write('storage-bench: throughput\n');
       results.throughput = await throughputScenario(lib, redis, settings);
-      sections.push(throughputReport(results.throughput, settings));
+      const comparisons = throughputComparisons(results.throughput);
+      sections.push(throughputReport(results.throughput, settings, comparisons));
+      rows.push(...throughputRows(results.throughput, comparisons, settings));
     }
     if (settings.scenarios.includes('memory')) {
       process.stderr.write('storage-bench: memory\n');
       results.memory = await memoryScenario(lib, redis, settings);
       sections.push(memoryReport(results.memory, settings));
+      rows.push(...memoryRows(results.memory, settings));
     }
     const seconds = (Date.now() - startedAt.getTime()) / 1000;
     const header = [
@@ -538,7 +670,9 @@ export async function runStorageBench(overrides = {}) {
     ].join('\n');
     const markdown = `${header}\n${sections.join('\n')}`;
     writeFileSync(settings.out, markdown);
-    return { markdown, results, settings };
+    // The HTTP runner (bench/src/run.ts) passes BENCH_ROWS_FILE: the same results as rows of its one table.
+    if (settings.rowsFile) writeFileSync(settings.rowsFile, `${JSON.stringify(rows, null, 2)}\n`);
+    return { markdown, rows, results, settings };
   } finally {
     clearTimeout(watchdog);
     process.off('SIGINT', stopOnSignal);

@@ -554,6 +554,10 @@ const LEGEND = [
   '- Redis calls: delta of every `cmdstat_*` in INFO commandstats over the measured run (warm-up and FLUSHALL excluded). Redis 7 counts the ' +
     'commands a script runs as well, so one EVALSHA whose script calls TIME, HGET, … shows as several calls; "eval*" counts EVAL/EVALSHA/FCALL alone. ' +
     'Divided by requests (A, B) or by 429 answers (C). Memory contenders never connect to Redis.',
+  '- Storage alone, Memory: bench/storage-bench.mjs, no HTTP; its own tables (min – max of every contender) are in bench/results-storage.md. ' +
+    'Storage alone: checks/s, median of STORAGE_ROUNDS interleaved runs, spread of those runs; "vs bare / reference" is ours / the contender named, ' +
+    "RedisStorage's target being against the faster of RateLimiterRedis's two set-ups in the run. Memory: heap bytes per key in a fresh process " +
+    '(one measurement), and Redis MEMORY USAGE per key.',
 ].join('\n');
 
 async function main(): Promise<void> {

@@ -1,6 +1,10 @@
 // The one table of a bench run (markdown), shared with the storage scenarios' hook.
 
-/** One line of the table. Every cell is optional text; the storage hook writes the same shape. */
+/**
+ * One line of the table. Every cell is optional text; the storage hook writes the same shape.
+ * `throughput` is the main result (req/s, 429/s; checks/s or bytes per key for the storage rows),
+ * `vsBare` the ratio to bare, or to the reference the cell names.
+ */
 export interface Row {
   scenario: string;
   contender: string;
@@ -19,8 +23,8 @@ export interface Row {
 const COLUMNS: [keyof Row, string][] = [
   ['scenario', 'Scenario'],
   ['contender', 'Contender'],
-  ['throughput', 'Throughput (median)'],
-  ['vsBare', 'vs bare'],
+  ['throughput', 'Result (median)'],
+  ['vsBare', 'vs bare / reference'],
   ['p50', 'p50 ms'],
   ['p99', 'p99 ms'],
   ['p999', 'p99.9 ms'],
