@@ -70,6 +70,15 @@ const B_CONTENDERS = ['bare', PING_FLOOR, 'ours-memory', 'ours-redis'];
 /** Scenario C has no use for the references: they do not limit. */
 const C_CONTENDERS = CONTENDERS.filter((c) => c.name !== 'bare' && c.name !== PING_FLOOR).map((c) => c.name);
 const contender = (name: string) => CONTENDERS.find((c) => c.name === name)!;
+/**
+ * Checks Redis decided in an interval. The competitors run one script per check; ours runs one
+ * script per batch of checks, whose every check reads its state with one GET (ZCARD for the
+ * sliding-window log), so for ours that read is what counts.
+ */
+function checksInRedis(c: { app: string }, redis: CommandDelta): number {
+  if (c.app !== 'ours') return redis.scripts;
+  return (redis.byCommand.get ?? 0) + (redis.byCommand.zcard ?? 0);
+}
 const selected = (names: readonly string[]) => names.filter((n) => settings.contenders.includes(n)).map(contender);
 
 // ---------------------------------------------------------------------------------------------
@@ -257,9 +266,9 @@ async function scenarioA(redis: PrivateRedis): Promise<ScenarioA> {
     if (c.storage === 'redis') {
       if (c.name !== PING_FLOOR) notes.push(`${fmt.int(medianOf(list, (m) => m.dbSize))} keys in Redis`);
       // Every request must have been checked in Redis: a limiter that times out and fails open would look fast.
-      const unchecked = Math.min(...list.map((m) => m.redis.scripts / m.result.responses));
+      const unchecked = Math.min(...list.map((m) => checksInRedis(c, m.redis) / m.result.responses));
       if (c.name !== PING_FLOOR && unchecked < 0.99) {
-        notes.push(`⚠ as few as ${unchecked.toFixed(2)} scripts per request in a round: requests passed unchecked`);
+        notes.push(`⚠ as few as ${unchecked.toFixed(2)} checks in Redis per request in a round: requests passed unchecked`);
       }
     }
     if (c.name === PING_FLOOR) notes.unshift('reference, not a limiter: one awaited PING per request');

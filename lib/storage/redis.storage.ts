@@ -71,6 +71,7 @@ export class RedisStorage implements RateLimitStorage {
   /** Batches being filled, by hash tag (one batch, under '', outside a Cluster). */
   private readonly batches = new Map<string, RedisCheckBatch>();
   private flushScheduled = false;
+  private readonly isCluster: boolean;
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -83,6 +84,7 @@ export class RedisStorage implements RateLimitStorage {
       if (options.options?.enableOfflineQueue === undefined) queueUntilFirstReady(this.client);
       reportErrorsOncePerOutage(this.client);
     }
+    this.isCluster = this.client instanceof Cluster;
     this.clock = options.clock;
     if (options.blockCache !== false) this.blocks = new BlockCache(options.blockCache?.maxKeys ?? 10_000);
     this.runMixed = this.define(COMMAND, REDIS_CHECK_LUA);
@@ -104,7 +106,7 @@ export class RedisStorage implements RateLimitStorage {
    * one round trip; Redis and the client pay the per-call costs once for the whole batch.
    */
   private enqueue(check: PendingCheck): void {
-    const group = this.client instanceof Cluster ? hashTagOf(check.checks[0]?.key ?? '') : '';
+    const group = this.isCluster ? hashTagOf(check.checks[0]?.key ?? '') : '';
     let batch = this.batches.get(group);
     const now = this.clock ? check.sentAt : undefined;
     if (batch !== undefined && batch.now !== now) {
@@ -135,12 +137,14 @@ export class RedisStorage implements RateLimitStorage {
   private send(batch: RedisCheckBatch): void {
     const code = batch.algorithmCode;
     const command = code === null ? this.runMixed : this.runSingle[code];
-    command(batch.keys.length, batch.keys, batch.arguments()).then(
-      (reply) => this.settle(batch, reply),
-      (error: unknown) => {
-        for (const check of batch.pending) check.reject(error);
-      },
-    );
+    const fail = (error: unknown) => {
+      for (const check of batch.pending) check.reject(error);
+    };
+    try {
+      command(batch.keys.length, batch.keys, batch.arguments()).then((reply) => this.settle(batch, reply), fail);
+    } catch (error) {
+      fail(error);
+    }
   }
 
   private settle(batch: RedisCheckBatch, reply: number[]): void {
