@@ -272,7 +272,7 @@ async function throughputScenario(lib, redis, settings) {
 // Scenario 2: memory per key
 // ---------------------------------------------------------------------------------------------
 
-/** In a child started with --expose-gc: heapUsed growth per key after `keys` checks of distinct keys. */
+/** In a child started with --expose-gc: heap (and array buffer) growth per key after `keys` checks of distinct keys. */
 async function measureHeapChild(kind, algorithm, keys) {
   const gc = () => {
     global.gc();
@@ -304,13 +304,18 @@ async function measureHeapChild(kind, algorithm, keys) {
     return { held: storage.size, keep: storage };
   };
   await loadLibrary(); // modules loaded (and cached) before the baseline heap reading
+  // heapUsed leaves out typed-array backing stores (MemoryStorage's state), so they are added
+  const used = () => {
+    const { heapUsed, arrayBuffers } = process.memoryUsage();
+    return heapUsed + arrayBuffers;
+  };
   gc();
-  const before = process.memoryUsage().heapUsed;
+  const before = used();
   const started = performance.now();
   const { held, keep } = await fill();
   const fillSeconds = (performance.now() - started) / 1000;
   gc();
-  const after = process.memoryUsage().heapUsed;
+  const after = used();
   if (keep === undefined) throw new Error('nothing measured'); // and `keep` stays reachable until here
   return { kind, algorithm, keys, held, bytesPerKey: (after - before) / held, fillSeconds };
 }
@@ -466,7 +471,7 @@ function throughputReport(contenders, settings, comparisons = throughputComparis
 function memoryReport(memory, settings) {
   const { heap, redisUsage } = memory;
   const out = [];
-  out.push(`### Memory per key: heap after ${settings.memoryKeys.toLocaleString('en-US')} keys (fresh child, --expose-gc, heapUsed delta / keys), Redis MEMORY USAGE (avg of ${settings.redisSample} keys, one check each, rate ${MEMORY_RATE})`);
+  out.push(`### Memory per key: heap after ${settings.memoryKeys.toLocaleString('en-US')} keys (fresh child, --expose-gc, heapUsed + arrayBuffers delta / keys), Redis MEMORY USAGE (avg of ${settings.redisSample} keys, one check each, rate ${MEMORY_RATE})`);
   out.push('');
   const rows = [];
   for (const [key, m] of Object.entries(heap)) {
