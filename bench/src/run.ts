@@ -66,9 +66,10 @@ const settings = {
 };
 const HOT_KEY = 'hot-client';
 const PING_FLOOR = 'bare+redis-ping';
-const B_CONTENDERS = ['bare', PING_FLOOR, 'ours-memory', 'ours-redis'];
+const GUARD_FLOOR = 'bare+guard';
+const B_CONTENDERS = ['bare', GUARD_FLOOR, PING_FLOOR, 'ours-memory', 'ours-redis'];
 /** Scenario C has no use for the references: they do not limit. */
-const C_CONTENDERS = CONTENDERS.filter((c) => c.name !== 'bare' && c.name !== PING_FLOOR).map((c) => c.name);
+const C_CONTENDERS = CONTENDERS.filter((c) => c.name !== 'bare' && c.name !== PING_FLOOR && c.name !== GUARD_FLOOR).map((c) => c.name);
 const contender = (name: string) => CONTENDERS.find((c) => c.name === name)!;
 /**
  * Checks Redis decided in an interval. The competitors run one script per check; ours runs one
@@ -272,7 +273,9 @@ async function scenarioA(redis: PrivateRedis): Promise<ScenarioA> {
       }
     }
     if (c.name === PING_FLOOR) notes.unshift('reference, not a limiter: one awaited PING per request');
+    if (c.name === GUARD_FLOOR) notes.unshift('reference, not a limiter: a global guard that admits every request');
     if (c.name === 'ours-redis' && rounds.get(PING_FLOOR)?.length) notes.push(`${fmt.ratio(rps(c.name) / rps(PING_FLOOR))} the PING reference`);
+    if (c.name === 'ours-memory' && rounds.get(GUARD_FLOOR)?.length) notes.push(`${fmt.ratio(rps(c.name) / rps(GUARD_FLOOR))} the guard reference`);
     const bareRounds = rounds.get('bare') ?? [];
     if (c.app === 'ours' && bareRounds.length === list.length) {
       const paired = list.map((m, i) => m.result.rps / bareRounds[i].result.rps);
@@ -350,6 +353,7 @@ async function scenarioB(redis: PrivateRedis, bareRps: number | undefined): Prom
       late > 0 && `⚠ ${late.toLocaleString('en-US')} requests waited for a free connection`,
     );
     if (c.name === PING_FLOOR) row.notes = joinNotes('reference, not a limiter: one awaited PING per request', row.notes);
+    if (c.name === GUARD_FLOOR) row.notes = joinNotes('reference, not a limiter: a global guard that admits every request', row.notes);
     if (c.name === 'ours-redis') {
       row.target = 'p99 ≤ bare p99 + 1 ms';
       row.pass = added <= 1;

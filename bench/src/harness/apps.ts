@@ -8,12 +8,14 @@ export interface Contender {
   /** Name in the table. */
   readonly name: string;
   /** Entry point in dist/apps. */
-  readonly app: 'bare' | 'redis-ping' | 'ours' | 'throttler' | 'rlf';
+  readonly app: 'bare' | 'noop-guard' | 'redis-ping' | 'ours' | 'throttler' | 'rlf';
   readonly storage: 'none' | 'memory' | 'redis';
 }
 
 export const CONTENDERS: readonly Contender[] = [
   { name: 'bare', app: 'bare', storage: 'none' },
+  // a reference, not a limiter: a global guard that admits every request (scenarios A and B)
+  { name: 'bare+guard', app: 'noop-guard', storage: 'none' },
   // a reference, not a limiter: one awaited Redis PING per request (scenarios A and B)
   { name: 'bare+redis-ping', app: 'redis-ping', storage: 'redis' },
   { name: 'ours-memory', app: 'ours', storage: 'memory' },

@@ -1,0 +1,25 @@
+// Reference "bare+guard": no limiter, but a global guard that admits every request at once. Any
+// guard-based limiter pays what Nest spends to run a guard; this shows that floor on memory.
+import { Controller, Get, Injectable, Module, type CanActivate } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { quote, serve } from './common.js';
+
+@Injectable()
+class AdmitAll implements CanActivate {
+  canActivate(): boolean {
+    return true;
+  }
+}
+
+@Controller()
+class QuoteController {
+  @Get('quote')
+  quote() {
+    return quote();
+  }
+}
+
+@Module({ controllers: [QuoteController], providers: [{ provide: APP_GUARD, useClass: AdmitAll }] })
+class AppModule {}
+
+await serve(AppModule);
