@@ -1,7 +1,7 @@
 // Shared by every bench app: the payload, the settings the runner passes in the environment, and
 // the bootstrap. Each app is a separate process started by the runner (see ../run.ts).
 import 'reflect-metadata';
-import type { Type } from '@nestjs/common';
+import { Controller, Get, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 
@@ -24,6 +24,15 @@ export const KEY_HEADER = 'x-api-key';
 /** The small JSON body of both routes. */
 export function quote() {
   return { symbol: 'ACME', price: 123.45, currency: 'USD' };
+}
+
+/** `GET /quote` with no limit of its own: the route of the reference apps (behind their guards). */
+@Controller()
+export class PlainQuoteController {
+  @Get('quote')
+  quote() {
+    return quote();
+  }
 }
 
 /** Starts the app on 127.0.0.1:$PORT and tells the runner (over IPC) that it is listening. */

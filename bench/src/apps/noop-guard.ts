@@ -1,8 +1,8 @@
 // Reference "bare+guard": no limiter, but a global guard that admits every request at once. Any
 // guard-based limiter pays what Nest spends to run a guard; this shows that floor on memory.
-import { Controller, Get, Injectable, Module, type CanActivate } from '@nestjs/common';
+import { Injectable, Module, type CanActivate } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
-import { quote, serve } from './common.js';
+import { PlainQuoteController, serve } from './common.js';
 
 @Injectable()
 class AdmitAll implements CanActivate {
@@ -11,15 +11,7 @@ class AdmitAll implements CanActivate {
   }
 }
 
-@Controller()
-class QuoteController {
-  @Get('quote')
-  quote() {
-    return quote();
-  }
-}
-
-@Module({ controllers: [QuoteController], providers: [{ provide: APP_GUARD, useClass: AdmitAll }] })
+@Module({ controllers: [PlainQuoteController], providers: [{ provide: APP_GUARD, useClass: AdmitAll }] })
 class AppModule {}
 
 await serve(AppModule);

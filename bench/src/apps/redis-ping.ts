@@ -2,10 +2,10 @@
 // auto-pipelined ioredis client. It is the floor of any limiter that makes one Redis round trip,
 // and it shows what merely awaiting Redis does to throughput on this machine (it can be *faster*
 // than bare: requests that wait are answered in batches).
-import { Controller, Get, Injectable, Module, type CanActivate } from '@nestjs/common';
+import { Injectable, Module, type CanActivate } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { Redis } from 'ioredis';
-import { quote, redisUrl, serve } from './common.js';
+import { PlainQuoteController, redisUrl, serve } from './common.js';
 
 const redis = new Redis(redisUrl(), { enableAutoPipelining: true });
 
@@ -16,15 +16,7 @@ class PingGuard implements CanActivate {
   }
 }
 
-@Controller()
-class QuoteController {
-  @Get('quote')
-  quote() {
-    return quote();
-  }
-}
-
-@Module({ controllers: [QuoteController], providers: [{ provide: APP_GUARD, useClass: PingGuard }] })
+@Module({ controllers: [PlainQuoteController], providers: [{ provide: APP_GUARD, useClass: PingGuard }] })
 class AppModule {}
 
 await new Promise((resolve) => redis.once('ready', resolve));
