@@ -25,6 +25,7 @@ export { RateLimitUnavailableException } from './exceptions/rate-limit-unavailab
 export { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 export { CircuitBreaker, type CircuitBreakerOptions } from './resilience/circuit-breaker.js';
 export { StorageUnavailableError } from './resilience/storage-unavailable.error.js';
+export { CheckFailedError } from './storage/check-failed.error.js';
 
 export { parseRate, InvalidRateError, type ParsedRate } from './rules/parse-rate.js';
 export type { RateLimitRule } from './rules/rate-limit-rule.js';

@@ -6,7 +6,7 @@ import {
   type OnModuleInit,
   type Provider,
 } from '@nestjs/common';
-import { APP_FILTER, APP_GUARD } from '@nestjs/core';
+import { APP_FILTER, APP_GUARD, DiscoveryModule } from '@nestjs/core';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
 import { RATE_LIMIT_CONFIG, resolveConfig } from './rate-limit.config.js';
@@ -67,6 +67,8 @@ function withProviders(module: DynamicModule): DynamicModule {
   return {
     ...module,
     global: true,
+    // the route planner walks the app's routes at start-up
+    imports: [...(module.imports ?? []), DiscoveryModule],
     providers: [...(module.providers ?? []), ...PROVIDERS],
     exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG],
   };

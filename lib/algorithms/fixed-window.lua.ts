@@ -4,20 +4,16 @@
  */
 export const FIXED_WINDOW_LUA = `function(key, now, limit, window, burst, cost)
   local window_end = now - (now % window) + window
-  local stored = redis.call('GET', key)
+  local stored_end, stored_count = state(key, 16, '<dd')
   local count = 0
-  local same_window = false
-  if stored then
-    local stored_end, stored_count = struct.unpack('<dd', stored)
-    same_window = stored_end == window_end
-    if same_window then count = stored_count end
-  end
+  local same_window = stored_end == window_end
+  if same_window then count = stored_count end
   local reset = window_end - now
   if count + cost <= limit then
     return 1, limit - count - cost, 0, reset, function()
-      local state = struct.pack('<dd', window_end, count + cost)
-      if same_window then redis.call('SET', key, state, 'KEEPTTL')
-      else redis.call('SET', key, state, 'PXAT', window_end) end
+      local packed = struct.pack('<dd', window_end, count + cost)
+      if same_window then redis.call('SET', key, packed, 'KEEPTTL')
+      else redis.call('SET', key, packed, 'PXAT', window_end) end
     end
   end
   return 0, limit - count, reset, reset, nil

@@ -4,12 +4,9 @@
  */
 export const GCRA_LUA = `function(key, now, limit, window, burst, cost)
   local interval = window / limit
-  local stored = redis.call('GET', key)
+  local stored_tat = state(key, 8, '<d')
   local base = now
-  if stored then
-    local stored_tat = struct.unpack('<d', stored)
-    base = math.max(stored_tat, now)
-  end
+  if stored_tat then base = math.max(stored_tat, now) end
   local tat = base + cost * interval
   local allow_at = tat - burst * interval
   if allow_at <= now then

@@ -3,12 +3,9 @@
  * measured, when the bucket is empty). The key expires when the bucket is empty.
  */
 export const LEAKY_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
-  local stored = redis.call('GET', key)
+  local stored_level, measured_at, empty_at = state(key, 24, '<ddd')
   local level = 0
-  if stored then
-    local stored_level, measured_at, empty_at = struct.unpack('<ddd', stored)
-    if empty_at > now then level = math.max(0, stored_level - ((now - measured_at) * limit) / window) end
-  end
+  if stored_level and empty_at > now then level = math.max(0, stored_level - ((now - measured_at) * limit) / window) end
   if level + cost <= burst then
     local filled = level + cost
     local until_empty = math.ceil((filled * window) / limit)

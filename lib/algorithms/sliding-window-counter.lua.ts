@@ -5,25 +5,21 @@
  */
 export const SLIDING_WINDOW_COUNTER_LUA = `function(key, now, limit, window, burst, cost)
   local start = now - (now % window)
-  local stored = redis.call('GET', key)
+  local stored_start, stored_current, stored_previous = state(key, 24, '<ddd')
   local current, previous = 0, 0
-  local same_window = false
-  if stored then
-    local stored_start, stored_current, stored_previous = struct.unpack('<ddd', stored)
-    same_window = stored_start == start
-    if same_window then
-      current, previous = stored_current, stored_previous
-    elseif stored_start == start - window then
-      previous = stored_current
-    end
+  local same_window = stored_start == start
+  if same_window then
+    current, previous = stored_current, stored_previous
+  elseif stored_start == start - window then
+    previous = stored_current
   end
   local elapsed = now - start
   local estimate = (previous * (window - elapsed)) / window + current
   if estimate + cost <= limit then
     return 1, limit - estimate - cost, 0, 2 * window - elapsed, function()
-      local state = struct.pack('<ddd', start, current + cost, previous)
-      if same_window then redis.call('SET', key, state, 'KEEPTTL')
-      else redis.call('SET', key, state, 'PXAT', start + 2 * window) end
+      local packed = struct.pack('<ddd', start, current + cost, previous)
+      if same_window then redis.call('SET', key, packed, 'KEEPTTL')
+      else redis.call('SET', key, packed, 'PXAT', start + 2 * window) end
     end
   end
   local retry = 0

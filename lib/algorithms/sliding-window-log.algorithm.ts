@@ -2,10 +2,14 @@ import type { AlgorithmOutcome, RateLimitAlgorithm } from './algorithm.interface
 import { SLIDING_WINDOW_LOG_LUA } from './sliding-window-log.lua.js';
 
 const NO_ENTRIES: readonly number[] = [];
+/** Numbers per entry: when the request came, and the running count of units before and after it. */
+const ENTRY = 3;
 
 /**
- * At most `limit` units in any window-long interval: exact, at the price of one entry per unit.
- * State: a list of timestamps, oldest first.
+ * At most `limit` units in any window-long interval: exact, at the price of one entry per admitted
+ * request. Each entry carries running counts, so a request's weight costs nothing: the units in
+ * the window are the newest entry's "after" minus the oldest one's "before".
+ * State: a flat list of entries (time, before, after), oldest first.
  */
 export const slidingWindowLog: RateLimitAlgorithm = {
   name: 'sliding-window-log',
@@ -16,27 +20,42 @@ export const slidingWindowLog: RateLimitAlgorithm = {
     const entries = at >= 0 && log !== undefined ? log : NO_ENTRIES;
     // Entries at or before now - window have left the window.
     let first = 0;
-    while (first < entries.length && entries[first] <= now - windowMs) first++;
-    const count = entries.length - first;
+    while (first < entries.length && entries[first] <= now - windowMs) first += ENTRY;
+    const newest = entries.length - ENTRY;
+    const count = first < entries.length ? entries[newest + 2] - entries[first + 1] : 0;
     if (count + cost <= limit) {
       out.allowed = true;
       out.remaining = limit - count - cost;
       out.retryAfterMs = 0;
       out.resetMs = windowMs;
       out.expiresAt = now + windowMs;
-      out.a = at >= 0 ? first : 0; // entries to drop on commit
+      out.a = at >= 0 ? first : 0; // numbers to drop on commit
       return;
     }
     out.allowed = false;
     out.remaining = limit - count;
-    // Wait until enough of the oldest entries leave the window to make room for `cost`.
-    out.retryAfterMs = cost <= limit ? entries[first + count + cost - limit - 1] + windowMs - now : 0;
-    out.resetMs = count > 0 ? entries[entries.length - 1] + windowMs - now : 0;
+    out.retryAfterMs = cost <= limit ? entries[entryReaching(entries, first, entries[first + 1] + count + cost - limit)] + windowMs - now : 0;
+    out.resetMs = count > 0 ? entries[newest] + windowMs - now : 0;
   },
   log: {
     commit(log: number[], now: number, cost: number, out: AlgorithmOutcome) {
       if (out.a > 0) log.splice(0, out.a);
-      for (let i = 0; i < cost; i++) log.push(now);
+      if (log.length === 0) return void log.push(now, 0, cost);
+      // Never older than the newest entry, so time and running count keep one order.
+      const newest = log.length - ENTRY;
+      log.push(Math.max(now, log[newest]), log[newest + 2], log[newest + 2] + cost);
     },
   },
 };
+
+/** Index of the oldest entry from `first` on whose running count reaches `target` (entries are sorted by it). */
+function entryReaching(entries: readonly number[], first: number, target: number): number {
+  let low = first / ENTRY;
+  let high = entries.length / ENTRY - 1;
+  while (low < high) {
+    const middle = Math.floor((low + high) / 2);
+    if (entries[middle * ENTRY + 2] >= target) high = middle;
+    else low = middle + 1;
+  }
+  return low * ENTRY;
+}

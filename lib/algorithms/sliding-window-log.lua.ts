@@ -1,22 +1,48 @@
-/** Redis twin of `sliding-window-log.algorithm.ts`: a sorted set, one member per admitted unit. */
+/**
+ * Redis twin of `sliding-window-log.algorithm.ts`: a sorted set with one member per admitted
+ * request, scored by its time. A member packs two doubles, the running count of units before the
+ * request and after it, so the units in the window are the newest member's "after" minus the
+ * oldest one's "before": the cost of a check never depends on a request's weight. They are packed
+ * big-endian, whose bytes sort like the numbers, so members of one millisecond sort by count too.
+ */
 export const SLIDING_WINDOW_LOG_LUA = `function(key, now, limit, window, burst, cost)
   -- Dropping entries that left the window changes no decision, so it may happen before commit.
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local count = redis.call('ZCARD', key)
+  if type(redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now - window)) == 'table' then heal(key) end
+  local oldest = redis.call('ZRANGE', key, 0, 0)[1]
+  local first_before, last_after, last_at = 0, 0, 0
+  if oldest then
+    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    first_before = log_entry(oldest)
+    local _, after = log_entry(newest[1])
+    if first_before and after and after >= first_before then
+      last_after, last_at = after, tonumber(newest[2])
+    else
+      heal(key)
+      oldest, first_before = nil, 0
+    end
+  end
+  local count = last_after - first_before
   if count + cost <= limit then
     return 1, limit - count - cost, 0, window, function()
-      -- Members are unique: within one millisecond the count only grows.
-      local prefix = num(now) .. ':'
-      for i = 1, cost do redis.call('ZADD', key, now, prefix .. (count + i)) end
+      -- Never older than the newest entry, so rank, time and running count keep one order.
+      redis.call('ZADD', key, math.max(now, last_at), struct.pack('>dd', last_after, last_after + cost))
       redis.call('PEXPIREAT', key, now + window)
     end
   end
   local retry = 0
   if cost <= limit then
-    local at = count + cost - limit - 1
-    retry = tonumber(redis.call('ZRANGE', key, at, at, 'WITHSCORES')[2]) + window - now
+    -- The oldest request whose units, once gone, leave room for this one: entries are in
+    -- order of both time and running count, so a binary search by rank finds it.
+    local target = first_before + count + cost - limit
+    local low, high = 0, redis.call('ZCARD', key) - 1
+    while low < high do
+      local middle = math.floor((low + high) / 2)
+      local _, after = log_entry(redis.call('ZRANGE', key, middle, middle)[1])
+      if after and after >= target then high = middle else low = middle + 1 end
+    end
+    retry = tonumber(redis.call('ZRANGE', key, low, low, 'WITHSCORES')[2]) + window - now
   end
   local reset = 0
-  if count > 0 then reset = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) + window - now end
+  if count > 0 then reset = last_at + window - now end
   return 0, limit - count, retry, reset, nil
 end`;

@@ -3,12 +3,9 @@
  * were counted, when the bucket is full again). The key expires when the bucket is full again.
  */
 export const TOKEN_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
-  local stored = redis.call('GET', key)
+  local stored_tokens, counted_at, full_at = state(key, 24, '<ddd')
   local tokens = burst
-  if stored then
-    local stored_tokens, counted_at, full_at = struct.unpack('<ddd', stored)
-    if full_at > now then tokens = math.min(burst, stored_tokens + ((now - counted_at) * limit) / window) end
-  end
+  if stored_tokens and full_at > now then tokens = math.min(burst, stored_tokens + ((now - counted_at) * limit) / window) end
   if cost <= tokens then
     local left = tokens - cost
     local until_full = math.ceil(((burst - left) * window) / limit)

@@ -1,6 +1,7 @@
 import { SetMetadata, type ExecutionContext } from '@nestjs/common';
 import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
+import { MAX_HEADER_INTEGER } from '../headers/rate-limit-headers.js';
 import type { RateLimitKey } from '../keys/rate-limit-key-resolver.interface.js';
 import { parseRate, type ParsedRate } from '../rules/parse-rate.js';
 import { assertStorageErrorPolicy } from '../rate-limit.config.js';
@@ -50,7 +51,11 @@ export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: 
     throw new Error(`@RateLimit bucket "${options.bucket}" must be 1-64 characters of A-Z a-z 0-9 _ . -`);
   }
   if (options.algorithm !== undefined) getAlgorithm(options.algorithm);
-  if (options.burst !== undefined) assertUnits('burst', options.burst);
+  if (options.burst !== undefined) {
+    assertUnits('burst', options.burst);
+    // remaining quota goes out in headers, where integers have at most 15 digits
+    if (options.burst > MAX_HEADER_INTEGER) throw new Error(`@RateLimit burst must have at most 15 digits, got ${options.burst}`);
+  }
   if (typeof options.cost === 'number') assertUnits('cost', options.cost);
   if (options.onStorageError !== undefined) assertStorageErrorPolicy(options.onStorageError, '@RateLimit');
   const metadata: RateLimitMetadata = {

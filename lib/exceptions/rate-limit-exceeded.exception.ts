@@ -1,4 +1,5 @@
 import { HttpException, HttpStatus } from '@nestjs/common';
+import { headerSeconds } from '../headers/rate-limit-headers.js';
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 
 export interface RateLimitExceededDetails {
@@ -27,7 +28,7 @@ export class RateLimitExceededException extends HttpException {
     /** Rate-limit headers to send with the 429. */
     readonly headers: readonly [string, string][] = [],
   ) {
-    const retryAfter = Number.isFinite(details.retryAfterMs) ? Math.max(1, Math.ceil(details.retryAfterMs / 1000)) : null;
+    const retryAfter = Number.isFinite(details.retryAfterMs) ? Math.max(1, headerSeconds(details.retryAfterMs)) : null;
     super(
       { statusCode: HttpStatus.TOO_MANY_REQUESTS, error: 'Too Many Requests', message, retryAfter },
       HttpStatus.TOO_MANY_REQUESTS,

@@ -1,4 +1,5 @@
 import { HttpException, HttpStatus } from '@nestjs/common';
+import { headerSeconds } from '../headers/rate-limit-headers.js';
 
 /**
  * Thrown under the `deny` failure policy when the storage cannot answer: a 503, not a 429 (the
@@ -10,7 +11,7 @@ export class RateLimitUnavailableException extends HttpException {
   readonly headers: readonly [string, string][] = [];
 
   constructor(retryAfterMs: number, message = 'Rate limiting is temporarily unavailable') {
-    const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    const retryAfter = Math.max(1, headerSeconds(retryAfterMs));
     super(
       { statusCode: HttpStatus.SERVICE_UNAVAILABLE, error: 'Service Unavailable', message, retryAfter },
       HttpStatus.SERVICE_UNAVAILABLE,

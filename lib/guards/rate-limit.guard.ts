@@ -66,9 +66,17 @@ export class RateLimitGuard implements CanActivate {
     if (plan.exempt) return true;
     const { skip } = this.config;
     if (skip === undefined) return this.identify(plan, context);
-    const skipped = skip(context);
-    if (isPromiseLike(skipped)) return skipped.then((yes) => yes || this.identify(plan, context));
-    return skipped || this.identify(plan, context);
+    let skipped: MaybePromise<boolean>;
+    try {
+      skipped = skip(context);
+    } catch (error) {
+      return this.userCodeFailed('skip function', context, error);
+    }
+    if (!isPromiseLike(skipped)) return skipped || this.identify(plan, context);
+    return skipped.then(
+      (yes) => yes || this.identify(plan, context),
+      (error: unknown) => this.userCodeFailed('skip function', context, error),
+    );
   }
 
   private identify(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {

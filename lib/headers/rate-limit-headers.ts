@@ -6,9 +6,32 @@ export type RateLimitHeaderMode = 'ietf' | 'legacy' | 'both' | false;
 
 export const HEADER_MODES: readonly RateLimitHeaderMode[] = ['ietf', 'legacy', 'both', false];
 
+/** Structured-field integers have at most 15 digits (RFC 9651), and so have our header values. */
+export const MAX_HEADER_INTEGER = 999_999_999_999_999;
+
+/** Whole seconds for a header: rounded up, and never more digits than a header integer holds. */
+export function headerSeconds(ms: number): number {
+  return Math.min(MAX_HEADER_INTEGER, Math.ceil(ms / 1000));
+}
+
 /** `"<name>";q=<limit>;w=<window s>` per rule: fixed per rule set, so built once at start-up. */
 export function policyHeader(rules: readonly RateLimitRule[]): string {
   return rules.map((rule) => `"${rule.name}";q=${rule.limit};w=${rule.windowMs / 1000}`).join(', ');
+}
+
+/**
+ * The rules with names unique among them: a later rule whose name is taken (a route bucket
+ * called like the module's `default` limit, say) gets `-2`, `-3`... Clients tell the items of
+ * `RateLimit-Policy` apart by name only.
+ */
+export function withUniqueNames(rules: readonly RateLimitRule[]): RateLimitRule[] {
+  const taken = new Set<string>();
+  return rules.map((rule) => {
+    let name = rule.name;
+    for (let n = 2; taken.has(name); n++) name = `${rule.name}-${n}`;
+    taken.add(name);
+    return name === rule.name ? rule : { ...rule, name };
+  });
 }
 
 /** A name that is safe inside a structured-field string: printable ASCII without `"` or `\`. */
@@ -32,7 +55,7 @@ export function mostConstraining(decisions: readonly RateLimitDecision[]): RateL
 /** Seconds until more quota: the retry delay when denied, the reset when allowed (or when waiting cannot help). */
 export function secondsUntilQuota(decision: RateLimitDecision): number {
   const wait = decision.allowed || decision.retryAfterMs === Infinity ? decision.resetMs : decision.retryAfterMs;
-  return Math.ceil(wait / 1000);
+  return headerSeconds(wait);
 }
 
 /** Calls `write(target, name, value)` for each rate-limit header of one result, in the chosen mode. */
@@ -46,13 +69,14 @@ export function forEachRateLimitHeader<T>(
   if (mode === false) return;
   const worst = result.decisions.length === 1 ? result.decisions[0] : mostConstraining(result.decisions);
   const seconds = secondsUntilQuota(worst);
+  const remaining = Math.min(worst.remaining, MAX_HEADER_INTEGER);
   if (mode !== 'legacy') {
     write(target, 'RateLimit-Policy', policy);
-    write(target, 'RateLimit', `"${worst.rule.name}";r=${worst.remaining};t=${seconds}`);
+    write(target, 'RateLimit', `"${worst.rule.name}";r=${remaining};t=${seconds}`);
   }
   if (mode !== 'ietf') {
     write(target, 'X-RateLimit-Limit', String(worst.limit));
-    write(target, 'X-RateLimit-Remaining', String(worst.remaining));
+    write(target, 'X-RateLimit-Remaining', String(remaining));
     write(target, 'X-RateLimit-Reset', String(seconds));
   }
 }

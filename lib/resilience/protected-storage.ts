@@ -3,6 +3,7 @@ import type { RateLimitCheck, RateLimitStorage } from '../storage/rate-limit-sto
 import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import { StorageUnavailableError } from './storage-unavailable.error.js';
+import { CheckFailedError } from '../storage/check-failed.error.js';
 
 /**
  * Bounds every storage call: a deadline on asynchronous answers and a circuit breaker in front.
@@ -29,12 +30,16 @@ export class ProtectedStorage {
   }
 
   check(checks: readonly RateLimitCheck[], cost: number): MaybePromise<RateLimitResult> {
+    // A known denial holds during an outage too, and is no sign of the storage's health.
+    const known = this.storage.cachedDenial?.(checks, cost);
+    if (known !== undefined) return known;
     if (!this.breaker.allow()) throw new StorageUnavailableError('circuit-open');
     let answer: MaybePromise<RateLimitResult>;
     try {
       answer = this.storage.check(checks, cost);
     } catch (error) {
-      this.breaker.failure();
+      if (error instanceof CheckFailedError) this.breaker.success();
+      else this.breaker.failure();
       throw new StorageUnavailableError('error', error);
     }
     if (!isPromiseLike(answer)) {
@@ -83,9 +88,13 @@ export class ProtectedStorage {
         },
         (error: unknown) => {
           clearTimeout(timer);
+          // a check that failed on its own came with an answer: the storage is up
+          const answered = error instanceof CheckFailedError;
+          if (answered) this.lastAnswerAt = performance.now();
           if (settled) return;
           settled = true;
-          this.breaker.failure();
+          if (answered) this.breaker.success();
+          else this.breaker.failure();
           reject(new StorageUnavailableError('error', error));
         },
       );

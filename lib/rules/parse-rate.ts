@@ -1,3 +1,5 @@
+import { MAX_HEADER_INTEGER } from '../headers/rate-limit-headers.js';
+
 /** A rate as written by the developer, before an algorithm is bound to it. */
 export interface ParsedRate {
   readonly limit: number;
@@ -66,6 +68,9 @@ function parseOne(part: string, whole: unknown): ParsedRate {
   const unitMs = Object.hasOwn(UNIT_MS, unitName) ? UNIT_MS[unitName] : undefined;
   if (unitMs === undefined) throw new InvalidRateError(whole, `unknown unit "${unit}"`);
   const limit = positiveInteger(n, whole, 'the count');
+  if (limit > MAX_HEADER_INTEGER) {
+    throw new InvalidRateError(whole, `the count of "${text}" has more than 15 digits, which the RateLimit headers cannot carry`);
+  }
   const multiple = m === undefined ? 1 : positiveInteger(m, whole, 'the window length');
   const windowMs = multiple * unitMs;
   if (!Number.isSafeInteger(windowMs)) throw new InvalidRateError(whole, `the window of "${text}" is too long`);

@@ -1,5 +1,5 @@
-import { Inject, Injectable, type ExecutionContext, type Type } from '@nestjs/common';
-import { ModuleRef, Reflector } from '@nestjs/core';
+import { Inject, Injectable, type ExecutionContext, type OnModuleInit, type Type } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner, ModuleRef, Reflector } from '@nestjs/core';
 import {
   assertUnits,
   RATE_LIMIT_METADATA,
@@ -13,6 +13,7 @@ import type { RateLimitKey, RateLimitKeyFunction, RateLimitKeyResolver } from '.
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
 import { bindRules } from './bind-rules.js';
+import { ChecksCache } from './checks-cache.js';
 import { parseRate, type ParsedRate } from './parse-rate.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
 import type { RoutePlan } from './route-plan.js';
@@ -28,25 +29,62 @@ const EXEMPT: RoutePlan = {
 
 /** Distinct rate strings a rate function may return per route before the cache starts over. */
 const RATE_CACHE_SIZE = 64;
+/** Longest rate string a rate function's cache keeps; longer ones are parsed per request. */
+const MAX_CACHED_RATE_TEXT = 256;
 
 /**
  * Turns a route's decorators and the module options into a {@link RoutePlan}, once per route:
- * rules bound to algorithms and storage keys, the policy header, and the key resolver.
+ * rules bound to algorithms and storage keys, the policy header, and the key resolver. Every
+ * route Nest knows of is planned when the application starts, so a resolver that cannot be
+ * built stops start-up instead of failing requests.
  */
 @Injectable()
-export class RoutePlanner {
+export class RoutePlanner implements OnModuleInit {
   private readonly plans = new WeakMap<object, Map<object, MaybePromise<RoutePlan>>>();
   private readonly ipResolver = new IpKeyResolver();
+  /** Every rule set's client checks, under one app-wide bound. */
+  private readonly checksCache = new ChecksCache();
+  /** Resolver classes, built once each and shared by every route that names them. */
+  private readonly resolvers = new Map<Type<RateLimitKeyResolver>, MaybePromise<RateLimitKeyResolver>>();
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
     private readonly reflector: Reflector,
     private readonly moduleRef: ModuleRef,
+    private readonly discovery?: DiscoveryService,
+    private readonly scanner?: MetadataScanner,
   ) {}
 
+  /** Plans every controller route, and every provider method under `@RateLimit` (gateways, resolvers). */
+  async onModuleInit(): Promise<void> {
+    const { key } = this.config;
+    if (key !== undefined) await this.keyFunction(key, 'the module option `key`');
+    if (this.discovery === undefined || this.scanner === undefined) return;
+    const planning: MaybePromise<RoutePlan>[] = [];
+    const visit = (type: Type, everyMethod: boolean) => {
+      const classLimited = this.reflector.get(RATE_LIMIT_METADATA, type) !== undefined;
+      for (const name of this.scanner!.getAllMethodNames(type.prototype)) {
+        const handler = (type.prototype as Record<string, unknown>)[name];
+        if (typeof handler !== 'function') continue;
+        if (everyMethod || classLimited || this.reflector.get(RATE_LIMIT_METADATA, handler) !== undefined) {
+          planning.push(this.plan(type, handler));
+        }
+      }
+    };
+    for (const wrapper of this.discovery.getControllers()) {
+      if (typeof wrapper.metatype === 'function') visit(wrapper.metatype as Type, true);
+    }
+    for (const wrapper of this.discovery.getProviders()) {
+      if (typeof wrapper.metatype === 'function' && !wrapper.inject && wrapper.metatype.prototype) visit(wrapper.metatype as Type, false);
+    }
+    await Promise.all(planning);
+  }
+
   planFor(context: ExecutionContext): MaybePromise<RoutePlan> {
-    const controller = context.getClass();
-    const handler = context.getHandler();
+    return this.plan(context.getClass(), context.getHandler());
+  }
+
+  private plan(controller: Type, handler: Function): MaybePromise<RoutePlan> {
     let byHandler = this.plans.get(controller);
     if (byHandler === undefined) this.plans.set(controller, (byHandler = new Map()));
     let plan = byHandler.get(handler);
@@ -68,13 +106,15 @@ export class RoutePlanner {
     const { defaultLimit } = this.config;
     if (skipped || (metadata === undefined && defaultLimit === undefined)) return EXEMPT;
 
+    const routeName = `${controller.name}.${handler.name}`;
     const defaultRules = defaultLimit
       ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })
       : [];
     const ruleSet = metadata
-      ? this.routeRuleSet(metadata, `${controller.name}.${handler.name}`, defaultRules)
-      : constant(new RuleSet(defaultRules, this.config.keyPrefix));
-    return then(this.keyFunction(metadata?.options.key ?? this.config.key), (resolve) => ({
+      ? this.routeRuleSet(metadata, routeName, defaultRules)
+      : constant(new RuleSet(defaultRules, this.config.keyPrefix, this.checksCache));
+    const key = metadata?.options.key ?? this.config.key;
+    return then(this.keyFunction(key, `route ${routeName}`), (resolve) => ({
       exempt: false,
       ruleSet,
       cost: costOf(metadata?.options.cost),
@@ -86,9 +126,15 @@ export class RoutePlanner {
     }));
   }
 
-  /** An empty answer falls back to the client IP, as `ip:<address>`. */
-  private orIp(identity: string | undefined, context: ExecutionContext): string {
-    return identity ? String(identity) : this.ipResolver.resolve(context);
+  /** An empty answer falls back to the client IP, as `ip:<address>`; a wrong type is an error. */
+  private orIp(identity: unknown, context: ExecutionContext): string {
+    if (typeof identity === 'string') return identity === '' ? this.ipResolver.resolve(context) : identity;
+    if (identity === undefined || identity === null) return this.ipResolver.resolve(context);
+    if (typeof identity === 'number' && Number.isFinite(identity)) return String(identity);
+    // Anything else would become one string shared by every client, such as "[object Object]".
+    throw new TypeError(
+      `a key resolver must return a string, a finite number, or undefined/null/'' for the client IP; it returned ${describeValue(identity)}`,
+    );
   }
 
   private routeRuleSet(
@@ -97,40 +143,61 @@ export class RoutePlanner {
     defaultRules: readonly RateLimitRule[],
   ): RoutePlan['ruleSet'] {
     const { bucket = routeName, algorithm = this.config.algorithm, burst } = metadata.options;
-    const compile = (rates: readonly ParsedRate[]) =>
-      new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst }), ...defaultRules], this.config.keyPrefix);
+    const compile = (rates: readonly ParsedRate[], cache?: ChecksCache) =>
+      new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst }), ...defaultRules], this.config.keyPrefix, cache);
     const { rate } = metadata;
-    if (typeof rate !== 'function') return constant(compile(rate));
+    if (typeof rate !== 'function') return constant(compile(rate, this.checksCache));
 
     // Rate functions return a handful of distinct strings (one per plan tier): parse each once.
     const cache = new Map<string, RuleSet>();
     return (context) =>
       then(rate(context), (value: RateLimitRate) => {
-        const cacheKey = typeof value === 'string' ? value : value.join(';');
-        let ruleSet = cache.get(cacheKey);
-        if (ruleSet === undefined) {
-          if (cache.size >= RATE_CACHE_SIZE) cache.clear();
-          ruleSet = compile(parseRate(value));
-          cache.set(cacheKey, ruleSet);
-        }
+        const text = typeof value === 'string' ? value : value.join(';');
+        let ruleSet = cache.get(text);
+        if (ruleSet !== undefined) return ruleSet;
+        // Nothing unusual is kept: an odd rate costs a parse per request, never memory.
+        if (text.length > MAX_CACHED_RATE_TEXT) return compile(parseRate(value));
+        ruleSet = compile(parseRate(value), this.checksCache);
+        if (cache.size >= RATE_CACHE_SIZE) cache.clear();
+        cache.set(text, ruleSet);
         return ruleSet;
       });
   }
 
   /** A key option as a plain function; resolver classes come from DI (or are created once). */
-  private keyFunction(key: RateLimitKey | undefined): MaybePromise<RateLimitKeyFunction> {
+  private keyFunction(key: RateLimitKey | undefined, where: string): MaybePromise<RateLimitKeyFunction> {
     if (key === undefined) return () => undefined;
-    if (isResolverClass(key)) {
-      let resolver: RateLimitKeyResolver | Promise<RateLimitKeyResolver>;
-      try {
-        resolver = this.moduleRef.get(key, { strict: false });
-      } catch {
-        resolver = this.moduleRef.create(key);
-      }
-      return then(resolver, (instance) => (context) => instance.resolve(context));
-    }
+    if (isResolverClass(key)) return then(this.resolver(key, where), (instance) => (context) => instance.resolve(context));
     if (typeof key === 'function') return key as RateLimitKeyFunction;
     return (context) => key.resolve(context);
+  }
+
+  /**
+   * A resolver class listed as a provider anywhere in the app comes from there, with its
+   * dependencies; one listed nowhere is created here, and then sees only global providers.
+   */
+  private resolver(type: Type<RateLimitKeyResolver>, where: string): MaybePromise<RateLimitKeyResolver> {
+    let resolver = this.resolvers.get(type);
+    if (resolver !== undefined) return resolver;
+    const fail = (error: unknown): never => {
+      this.resolvers.delete(type);
+      throw new Error(
+        `RateLimitModule: cannot build the key resolver ${type.name} for ${where}: ${(error as Error)?.message ?? String(error)} ` +
+          `If it injects providers, list ${type.name} in the \`providers\` of a module that can see them.`,
+        { cause: error },
+      );
+    };
+    try {
+      resolver = this.moduleRef.get(type, { strict: false });
+    } catch {
+      try {
+        resolver = this.moduleRef.create(type).catch(fail);
+      } catch (error) {
+        fail(error);
+      }
+    }
+    this.resolvers.set(type, resolver!);
+    return resolver!;
   }
 }
 
@@ -138,6 +205,11 @@ function isResolverClass(key: RateLimitKey): key is Type<RateLimitKeyResolver> {
   return typeof key === 'function' && typeof (key.prototype as Partial<RateLimitKeyResolver> | undefined)?.resolve === 'function';
 }
 
+function describeValue(value: unknown): string {
+  if (typeof value === 'number') return String(value);
+  if (typeof value === 'object') return `an object (${Object.prototype.toString.call(value)})`;
+  return `a ${typeof value}`;
+}
 
 function constant<T>(value: T): () => T {
   return () => value;

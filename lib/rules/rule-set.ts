@@ -1,10 +1,16 @@
-import { policyHeader } from '../headers/rate-limit-headers.js';
+import { policyHeader, withUniqueNames } from '../headers/rate-limit-headers.js';
 import { storageKeyBase } from '../keys/storage-key.js';
 import type { RateLimitCheck } from '../storage/rate-limit-storage.interface.js';
+import { flatCopy } from '../utils/flat-copy.js';
+import type { ChecksByIdentity, ChecksCache } from './checks-cache.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
 
-/** Clients whose storage keys a rule set remembers; past that the oldest is forgotten. */
-const KEY_CACHE_SIZE = 16_384;
+/**
+ * Longest identity whose checks are cached. Longer ones are hashed into their storage keys on
+ * every request and never kept: a client choosing its own identity (an API key header, say)
+ * must not be able to park large strings in the cache.
+ */
+const MAX_CACHED_IDENTITY = 96;
 
 /**
  * The rules checked together for one request: their `RateLimit-Policy` value, built once, and
@@ -13,24 +19,33 @@ const KEY_CACHE_SIZE = 16_384;
  */
 export class RuleSet {
   readonly policy: string;
-  private readonly checks = new Map<string, readonly RateLimitCheck[]>();
+  readonly rules: readonly RateLimitRule[];
+  private readonly checks: ChecksByIdentity = new Map();
 
   constructor(
-    readonly rules: readonly RateLimitRule[],
+    rules: readonly RateLimitRule[],
     private readonly keyPrefix: string,
+    /** Shared by every rule set of the app, which bounds them all together; none: no caching. */
+    private readonly cache?: ChecksCache,
   ) {
-    this.policy = policyHeader(rules);
+    this.rules = withUniqueNames(rules);
+    this.policy = policyHeader(this.rules);
   }
 
   /** The checks for a client identity: `<prefix>:{<identity>}:<rule key suffix>` per rule. */
   checksFor(identity: string): readonly RateLimitCheck[] {
+    if (this.cache === undefined || identity.length > MAX_CACHED_IDENTITY) return this.build(identity);
     let checks = this.checks.get(identity);
-    if (checks === undefined) {
-      const base = storageKeyBase(this.keyPrefix, identity);
-      checks = this.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
-      if (this.checks.size >= KEY_CACHE_SIZE) this.checks.delete(this.checks.keys().next().value as string);
-      this.checks.set(identity, checks);
-    }
+    if (checks !== undefined) return checks;
+    // A copy, so the key kept is the identity alone and not a larger string it was sliced from.
+    const kept = flatCopy(identity);
+    checks = this.build(kept);
+    this.cache.add(this.checks, kept, checks);
     return checks;
+  }
+
+  private build(identity: string): readonly RateLimitCheck[] {
+    const base = storageKeyBase(this.keyPrefix, identity);
+    return this.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
   }
 }

@@ -33,6 +33,7 @@ export class BlockCache {
 
   /** A denial for this check without asking the storage, or undefined. */
   find(checks: readonly RateLimitCheck[], cost: number, now: number): RateLimitResult | undefined {
+    if (this.blocks.size === 0) return undefined;
     for (const { key, rule } of checks) {
       const block = this.blocks.get(key);
       if (block === undefined) continue;

@@ -2,6 +2,7 @@ import { getAlgorithm } from '../algorithms/algorithm-registry.js';
 import { AlgorithmOutcome, STATE_STRIDE } from '../algorithms/algorithm.interface.js';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
+import { flatCopy } from '../utils/flat-copy.js';
 
 export interface MemoryStorageOptions {
   /** Hard bound on stored keys; when full, a key not used lately is evicted. Default 100,000. */
@@ -142,7 +143,7 @@ export class MemoryStorage implements RateLimitStorage {
       slot = this.nextSlot++;
       if (slot >= this.capacity) this.grow();
     }
-    const flat = flatten(key);
+    const flat = flatCopy(key); // the guard's keys are concatenations: store one flat copy
     this.slotOf.set(flat, slot);
     this.keyOf[slot] = flat;
     return slot;
@@ -184,13 +185,4 @@ export class MemoryStorage implements RateLimitStorage {
     this.recentlyUsed = recentlyUsed;
     this.capacity = capacity;
   }
-}
-
-/**
- * A key the guard built by concatenation is a tree of string pieces; stored as is, it costs
- * about twice its length. A JSON round trip yields one flat copy of any string, surrogates
- * included. Paid once per new key, never per check.
- */
-function flatten(key: string): string {
-  return JSON.parse(JSON.stringify(key)) as string;
 }

@@ -17,6 +17,12 @@ export interface RateLimitCheck {
  */
 export interface RateLimitStorage {
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult>;
+  /**
+   * A denial this process already knows of, without asking the store (RedisStorage's block
+   * cache), or undefined. The guard asks it first, even while the circuit breaker is open, and
+   * its answers say nothing of the store's health.
+   */
+  cachedDenial?(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | undefined;
   /** Connects, if the storage needs to. The module awaits it once, at start-up. */
   init?(): void | Promise<void>;
   /** Releases only what the storage opened itself. The module calls it on application shutdown. */

@@ -6,6 +6,8 @@ import { BlockCache } from './block-cache.js';
 import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
 import { buildCheckScript, REDIS_CHECK_LUA } from './redis-check.lua.js';
 import { RedisCheckBatch, type PendingCheck } from './redis-check-batch.js';
+import { CheckFailedError } from './check-failed.error.js';
+import { ThrottledLogger } from '../resilience/throttled-logger.js';
 
 export interface RedisStorageOptions {
   /** A client you own: used as given and never closed by the storage. */
@@ -46,7 +48,7 @@ const CREATED_CLIENT_DEFAULTS: RedisOptions = {
 };
 const logger = new Logger('RedisStorage');
 
-type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<number[]>;
+type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<(number | string)[]>;
 
 /**
  * Checks per script call at most. Smaller batches cost more per check; bigger ones keep fewer
@@ -72,6 +74,7 @@ export class RedisStorage implements RateLimitStorage {
   private readonly batches = new Map<string, RedisCheckBatch>();
   private flushScheduled = false;
   private readonly isCluster: boolean;
+  private readonly healLog = new ThrottledLogger('RedisStorage');
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -98,6 +101,11 @@ export class RedisStorage implements RateLimitStorage {
     const blocked = this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
     return new Promise((resolve, reject) => this.enqueue({ checks, cost, sentAt, resolve, reject }));
+  }
+
+  /** A denial from the block cache, without a round trip; undefined if it knows none. */
+  cachedDenial(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | undefined {
+    return this.blocks?.find(checks, cost, this.clock ? this.clock() : Date.now());
   }
 
   /**
@@ -147,13 +155,23 @@ export class RedisStorage implements RateLimitStorage {
     }
   }
 
-  private settle(batch: RedisCheckBatch, reply: number[]): void {
+  private settle(batch: RedisCheckBatch, reply: (number | string)[]): void {
     let at = 0;
     for (const { checks, cost, sentAt, resolve, reject } of batch.pending) {
+      if (reply[at] === -1) {
+        reject(new CheckFailedError(String(reply[at + 1]), checks.map((check) => check.key)));
+        at += 4 * checks.length;
+        continue;
+      }
       try {
         const outcomes: RawOutcome[] = new Array(checks.length);
         for (let i = 0; i < checks.length; i++, at += 4) {
-          outcomes[i] = { allowed: reply[at] === 1, remaining: reply[at + 1], retryAfterMs: reply[at + 2], resetMs: reply[at + 3] };
+          outcomes[i] = {
+            allowed: reply[at] === 1,
+            remaining: reply[at + 1] as number,
+            retryAfterMs: reply[at + 2] as number,
+            resetMs: reply[at + 3] as number,
+          };
         }
         const result = settleCheck(checks, sentAt, cost, outcomes);
         this.blocks?.record(checks, cost, sentAt, result);
@@ -161,6 +179,11 @@ export class RedisStorage implements RateLimitStorage {
       } catch (error) {
         reject(error);
       }
+    }
+    const healed = reply[reply.length - 1] as number;
+    for (let h = 0; h < healed; h++) {
+      const key = batch.keys[(reply[at + h] as number) - 1];
+      this.healLog.warn(`Replaced rate-limit state it could not read (another type, or truncated) under key "${key}"`);
     }
   }
 

@@ -21,6 +21,8 @@ const anyString = fc.oneof(
 );
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+/** The largest N a rate may have: structured-field integers have at most 15 digits. */
+const MAX_N = 999_999_999_999_999;
 
 describe('parseRate fuzz', () => {
   // Grammar-shaped noise reaches far deeper than random text: digits, separators, units, edge numbers.
@@ -99,7 +101,7 @@ describe('parseRate fuzz', () => {
   /** One valid limit from the grammar, with the numbers it must parse to. */
   const validRate = fc
     .record({
-      n: fc.oneof(fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: MAX_SAFE })),
+      n: fc.oneof(fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: MAX_N })),
       unit: fc.constantFrom(...UNITS),
       unitIndex: fc.nat({ max: 2 }),
       withCount: fc.boolean(),
@@ -147,6 +149,15 @@ describe('parseRate fuzz', () => {
     );
   });
 
+  it('refuses an N of more than 15 digits, which the RateLimit headers could not carry', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: MAX_N + 1, max: MAX_SAFE }), fc.constantFrom('s', 'minute', 'hours'), (n, unit) => {
+        expect(() => parseRate(`${n}/${unit}`)).toThrow(/more than 15 digits/);
+      }),
+    );
+    expect(parseRate(`${MAX_N}/day`)[0].limit).toBe(MAX_N);
+  });
+
   it('refuses two limits with the same window, however they are written', () => {
     fc.assert(
       fc.property(validRate, fc.integer({ min: 1, max: 1000 }), (rate, limit) => {
@@ -160,7 +171,7 @@ describe('parseRate fuzz', () => {
 describe('rate-limit header writer fuzz', () => {
   const safeRate = fc
     .record({
-      limit: fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: MAX_SAFE })),
+      limit: fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: MAX_N })),
       seconds: fc.oneof(fc.integer({ min: 1, max: 3600 }), fc.integer({ min: 1, max: Math.floor(MAX_SAFE / 1000) })),
     })
     .map(({ limit, seconds }) => `${limit}/${seconds} seconds`);
@@ -184,7 +195,8 @@ describe('rate-limit header writer fuzz', () => {
 
   const VISIBLE = /^[\x20-\x7e]*$/;
   const NAME = '"[\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]*"'; // a structured-field string: no bare " or \
-  const POLICY_ITEM = `${NAME};q=(?:0|[1-9]\\d*);w=(?:0|[1-9]\\d*)`;
+  const INTEGER = '(?:0|[1-9]\\d{0,14})'; // a structured-field integer: at most 15 digits
+  const POLICY_ITEM = `${NAME};q=${INTEGER};w=${INTEGER}`;
 
   it('writes only sendable values: visible ASCII, names quoted safely, numbers as non-negative integers', () => {
     fc.assert(
@@ -209,8 +221,8 @@ describe('rate-limit header writer fuzz', () => {
             expect(() => validateHeaderName(header)).not.toThrow();
             expect(() => validateHeaderValue(header, value)).not.toThrow();
             if (header === 'RateLimit-Policy') expect(value).toBe(policy);
-            else if (header === 'RateLimit') expect(value).toMatch(new RegExp(`^${NAME};r=(?:0|[1-9]\\d*);t=(?:0|[1-9]\\d*)$`));
-            else expect(value).toMatch(/^(?:0|[1-9]\d*)$/);
+            else if (header === 'RateLimit') expect(value).toMatch(new RegExp(`^${NAME};r=${INTEGER};t=${INTEGER}$`));
+            else expect(value).toMatch(new RegExp(`^${INTEGER}$`));
           }
         }
       }),
