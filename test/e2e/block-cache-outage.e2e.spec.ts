@@ -1,0 +1,63 @@
+import 'reflect-metadata';
+import { Controller, Get, type INestApplication } from '@nestjs/common';
+import request from 'supertest';
+import { HeaderKeyResolver, RateLimit, RedisStorage } from '../../lib/index.js';
+import { expectTooManyRequests } from '../support/assertions.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
+import { createScenarioApp } from '../support/scenario-app.js';
+
+/** One budget, two failure policies. */
+@Controller()
+class QuoteController {
+  @Get('allow')
+  @RateLimit('3/minute', { key: new HeaderKeyResolver('x-client'), bucket: 'quote', onStorageError: 'allow' })
+  allow() {
+    return { ok: true };
+  }
+
+  @Get('deny')
+  @RateLimit('3/minute', { key: new HeaderKeyResolver('x-client'), bucket: 'quote', onStorageError: 'deny' })
+  deny() {
+    return { ok: true };
+  }
+}
+
+describe('the block cache while Redis is down', () => {
+  let redis: ControllableRedis;
+  let app: INestApplication | undefined;
+  beforeAll(async () => {
+    redis = await startPrivateRedis(); // killed on purpose
+  });
+  afterAll(async () => {
+    await app?.close();
+    await redis?.stop();
+  });
+
+  it("keeps denying a client it knows to be over its limit under 'allow', and lets the others through", async () => {
+    const clock = new FakeClock(Date.UTC(2030, 0, 1, 8, 0, 20));
+    app = await createScenarioApp([QuoteController], {
+      storage: new RedisStorage({ url: redis.url, clock: clock.now }),
+      onStorageError: 'allow',
+      circuitBreaker: { failureThreshold: 2, cooldownMs: 60_000 },
+    });
+    const http = request(app.getHttpServer());
+    const as = (client: string, path: string) => http.get(path).set('x-client', client);
+    for (let i = 0; i < 3; i++) await as('flooder', '/allow').expect(200);
+    expect((await as('flooder', '/allow').expect(429)).headers['retry-after']).toBe('40');
+
+    await redis.kill();
+    // Under 'deny', Retry-After tells the breaker's state: 1 s while closed, its cool-down once open.
+    expect((await as('other', '/deny').expect(503)).headers['retry-after']).toBe('1');
+    expectTooManyRequests(await as('flooder', '/allow')); // a cache hit: no sign the storage is back
+    expect((await as('other', '/deny').expect(503)).headers['retry-after']).toBe('60'); // second failure in a row: open
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1_000);
+      expectTooManyRequests(await as('flooder', '/allow'));
+      await as('other', '/allow').expect(200);
+    }
+    // once its retry-after ends, nothing is known of it: the outage policy lets it through too
+    clock.advance(40_000);
+    await as('flooder', '/allow').expect(200);
+  });
+});
