@@ -6,8 +6,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const lib = pathToFileURL(resolve(root, 'dist/lib/index.js')).href;
-const bindRulesModule = pathToFileURL(resolve(root, 'dist/lib/rules/bind-rules.js')).href;
+const lib = pathToFileURL(resolve(root, 'dist/esm/index.js')).href;
+const bindRulesModule = pathToFileURL(resolve(root, 'dist/esm/rules/bind-rules.js')).href;
 const ALGORITHMS = ['fixed-window', 'sliding-window-log', 'sliding-window-counter', 'token-bucket', 'leaky-bucket', 'gcra'];
 const FLOOD = Number(process.env.KEYS ?? 1_000_000);
 

@@ -11,7 +11,7 @@
 //   STORAGE_DURATION=1 STORAGE_ROUNDS=2 STORAGE_MEMORY_KEYS=100000 node bench/storage-bench.mjs
 // Other knobs: STORAGE_WARMUP (s per contender before round 1, default 0.5), STORAGE_CONCURRENCY,
 // STORAGE_KEYS, STORAGE_SCENARIOS ("throughput,memory"), STORAGE_LIB (directory of the built
-// library, default dist/lib), STORAGE_OUT (default bench/results-storage.md), STORAGE_TIMEOUT
+// library, default dist/esm), STORAGE_OUT (default bench/results-storage.md), STORAGE_TIMEOUT
 // (s for the whole run, default 900).
 //
 // A private redis-server is started on a free port (--save '' --appendonly no) and killed at the end.
@@ -31,7 +31,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = fileURLToPath(import.meta.url);
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const LIB_DIR = resolve(root, process.env.STORAGE_LIB ?? 'dist/lib');
+const LIB_DIR = resolve(root, process.env.STORAGE_LIB ?? 'dist/esm');
 const libUrl = (path) => pathToFileURL(resolve(LIB_DIR, path)).href;
 const num = (name, fallback) => (process.env[name] === undefined || process.env[name] === '' ? fallback : Number(process.env[name]));
 

@@ -20,7 +20,7 @@ import { median, spread } from './harness/stats.js';
 
 const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 const REPO_DIR = join(BENCH_DIR, '..');
-/** The copy of dist/lib that every app of this run loads (see single-nest-hooks.ts). */
+/** The copy of dist/esm (the package's ES module build) that every app of this run loads (see single-nest-hooks.ts). */
 const LIB_SNAPSHOT = join(BENCH_DIR, 'dist/lib-snapshot');
 
 function numberEnv(name: string, fallback: number): number {
@@ -448,8 +448,8 @@ async function scenarioC(redis: PrivateRedis, bareRps: number | undefined): Prom
 //   BENCH_REDIS_URL   this run's private redis-server, just flushed (free to use, or start its own);
 //   BENCH_ROUNDS / BENCH_DURATION / BENCH_WARMUP as the runner read them, and STORAGE_ROUNDS /
 //   STORAGE_DURATION set from BENCH_ROUNDS / BENCH_DURATION when those were given and these were not;
-//   BENCH_LIB_DIR (and STORAGE_LIB, unless set) the copy of dist/lib the HTTP apps loaded, so that
-//   both halves measure one build even if dist/lib is rebuilt meanwhile.
+//   BENCH_LIB_DIR (and STORAGE_LIB, unless set) the copy of dist/esm the HTTP apps loaded, so that
+//   both halves measure one build even if dist/esm is rebuilt meanwhile.
 // A script that writes no rows but (re)writes its own markdown (BENCH_STORAGE_MARKDOWN, default
 // bench/results-storage.md) gets one row pointing to it, and that markdown is appended below the
 // table in results.md. It is killed after BENCH_STORAGE_TIMEOUT seconds (default 900).
@@ -538,7 +538,7 @@ function describeLibrary(): string {
   }
   return (
     `commit ${git('rev-parse', '--short', 'HEAD')}${libChanges ? ' + uncommitted changes in lib/' : ''}, ` +
-    `dist/lib built ${built.toISOString()} (copied at the start of the run; .js sha256 ${hash.digest('hex').slice(0, 12)})`
+    `dist/esm built ${built.toISOString()} (copied at the start of the run; .js sha256 ${hash.digest('hex').slice(0, 12)})`
   );
 }
 
@@ -574,11 +574,11 @@ const LEGEND = [
 ].join('\n');
 
 async function main(): Promise<void> {
-  if (!existsSync(join(REPO_DIR, 'dist/lib/index.js'))) throw new Error('dist/lib is missing: run `npm run build` at the repository root first');
+  if (!existsSync(join(REPO_DIR, 'dist/esm/index.js'))) throw new Error('dist/esm is missing: run `npm run build` at the repository root first');
   const started = new Date();
   const loadBefore = loadavg()[0];
   rmSync(LIB_SNAPSHOT, { recursive: true, force: true });
-  cpSync(join(REPO_DIR, 'dist/lib'), LIB_SNAPSHOT, { recursive: true, preserveTimestamps: true });
+  cpSync(join(REPO_DIR, 'dist/esm'), LIB_SNAPSHOT, { recursive: true, preserveTimestamps: true });
   const library = describeLibrary();
   log(`library: ${library}`);
   const redis = await PrivateRedis.start();

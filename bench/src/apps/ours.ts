@@ -1,6 +1,6 @@
-// Contenders "ours-memory" and "ours-redis" (BENCH_STORAGE): this library, built at ../dist/lib.
+// Contenders "ours-memory" and "ours-redis" (BENCH_STORAGE): this library, built at ../dist/esm (the package's ES module build).
 import { Controller, Get, Module } from '@nestjs/common';
-import { HeaderKeyResolver, RateLimit, RateLimitModule } from '../../../dist/lib/index.js';
+import { HeaderKeyResolver, RateLimit, RateLimitModule } from '../../../dist/esm/index.js';
 import { HOT_LIMIT, KEY_HEADER, QUOTE_LIMIT, STORAGE, quote, redisUrl, serve } from './common.js';
 
 const key = new HeaderKeyResolver(KEY_HEADER);
