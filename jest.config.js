@@ -3,6 +3,9 @@ export default {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.spec.ts'],
+  // test/package/fixtures are apps the package spec copies elsewhere and installs: never tests here.
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/package/fixtures/'],
+  modulePathIgnorePatterns: ['<rootDir>/test/package/fixtures/'],
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   transform: {
