@@ -24,7 +24,7 @@ import {
   type RateLimitModuleOptions,
 } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { startPrivateRedis, startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, storageKinds } from '../support/scenario-app.js';
 
 @Injectable()
@@ -42,6 +42,9 @@ class AccountKeyResolver implements RateLimitKeyResolver {
     return this.accounts.accountFor(context.switchToHttp().getRequest().headers['x-token']);
   }
 }
+
+/** ScenarioController's resolver injects AccountsService, so both are listed, as the README says. */
+const RESOLVERS = { providers: [AccountsService, AccountKeyResolver] };
 
 @Controller()
 @RateLimit('3/minute')
@@ -148,9 +151,7 @@ describe.each(storageKinds(() => redis))('RateLimitModule on $name storage', (ki
   });
 
   const start = async (options: RateLimitModuleOptions = {}) => {
-    app = await createScenarioApp([ScenarioController, PlainController], { storage: kind.create(clock), ...options }, {
-      providers: [AccountsService, AccountKeyResolver],
-    });
+    app = await createScenarioApp([ScenarioController, PlainController], { storage: kind.create(clock), ...options }, RESOLVERS);
     return request(app.getHttpServer());
   };
 
@@ -360,8 +361,14 @@ describe.each(storageKinds(() => redis))('RateLimitModule on $name storage', (ki
   });
 });
 
+// Counts commands in INFO commandstats and runs SCRIPT FLUSH, both server-wide: a server of its own.
 describe('RateLimitModule on Redis', () => {
+  let redis: TestRedis;
   let app: INestApplication | undefined;
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+  });
+  afterAll(() => redis?.stop());
   beforeEach(() => redis.flush());
   afterEach(async () => {
     await app?.close();
@@ -369,7 +376,7 @@ describe('RateLimitModule on Redis', () => {
   });
 
   it('decides each request in one script call, with hash-tagged keys that expire with their window', async () => {
-    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url }, defaultLimit: '100/hour' });
+    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url }, defaultLimit: '100/hour' }, RESOLVERS);
     const admin = redis.client();
     await admin.config('RESETSTAT');
     await request(app.getHttpServer()).get('/stacked').expect(200);
@@ -390,9 +397,9 @@ describe('RateLimitModule on Redis', () => {
   });
 
   it('quits a client it created on shutdown, and leaves a client it was given open', async () => {
-    const own = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url } });
+    const own = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url } }, RESOLVERS);
     const given = redis.client();
-    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', client: given } });
+    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', client: given } }, RESOLVERS);
     await request(own.getHttpServer()).get('/limited').expect(200);
     await request(app.getHttpServer()).get('/limited').expect(200);
     const { RATE_LIMIT_STORAGE } = await import('../../lib/index.js');
@@ -407,7 +414,7 @@ describe('RateLimitModule on Redis', () => {
   });
 
   it('reloads its script after SCRIPT FLUSH', async () => {
-    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url } });
+    app = await createScenarioApp([ScenarioController], { storage: { type: 'redis', url: redis.url } }, RESOLVERS);
     await request(app.getHttpServer()).get('/limited').expect(200);
     await redis.client().script('FLUSH');
     const after = await request(app.getHttpServer()).get('/limited').expect(200);

@@ -106,7 +106,7 @@ describe('a skip() that throws', () => {
   ])('%s: the request fails with a 500 and a logged error naming the route', async (_, skip) => {
     const errors: [string, string][] = [];
     jest.spyOn(Logger.prototype, 'error').mockImplementation((message: unknown, stack: unknown) => void errors.push([String(message), String(stack)]));
-    app = await createScenarioApp([QuoteController], { skip: skip as () => boolean });
+    app = await createScenarioApp([QuoteController], { skip: skip as unknown as () => boolean });
     const response = await request(app.getHttpServer()).get('/quote').expect(500);
     expect(response.body).toEqual({ statusCode: 500, message: 'Internal Server Error' });
     expect(errors).toHaveLength(1);
