@@ -1,5 +1,5 @@
 import { RedisStorage } from '../../lib/index.js';
-import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { startPrivateRedis, startRedis, type TestRedis } from '../support/redis-server.js';
 import { playDifferentialTraces } from './differential.js';
 import { scriptCalls } from '../support/assertions.js';
 
@@ -21,6 +21,15 @@ describe('memory and Redis agree on random traces', () => {
     expect(denied).toBeGreaterThan(checks / 10);
     expect(impossible).toBeGreaterThan(0);
   });
+});
+
+// This one counts script calls in INFO commandstats, which is server-wide: a server of its own.
+describe('memory and Redis agree on random traces, with the block cache', () => {
+  let redis: TestRedis;
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+  });
+  afterAll(() => redis?.stop());
 
   it('with the block cache on: never denies what Redis would allow, nor allows what it would deny', async () => {
     const admin = redis.client();

@@ -3,7 +3,7 @@ import { Controller, Get, type INestApplication } from '@nestjs/common';
 import request from 'supertest';
 import { RateLimit, RedisStorage } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { startPrivateRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp } from '../support/scenario-app.js';
 import { scriptCalls } from '../support/assertions.js';
 
@@ -20,7 +20,7 @@ describe('the local block cache', () => {
   let redis: TestRedis;
   let app: INestApplication | undefined;
   beforeAll(async () => {
-    redis = await startRedis();
+    redis = await startPrivateRedis(); // counts script calls server-wide: a server of its own
   });
   afterAll(async () => {
     await app?.close();

@@ -1,51 +1,204 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { Redis, type Command } from 'ioredis';
 
-/** A Redis for one test file: `REDIS_URL` if set, otherwise a private `redis-server` on a free port. */
+/**
+ * A keyspace of its own for one test file: with `REDIS_URL`, an empty database of that server
+ * claimed for this file alone; otherwise a private `redis-server` on a free port.
+ *
+ * The contract for a spec file: get it from `startRedis()` and `stop()` it in `afterAll`; reach
+ * Redis only through `url` and `client()` (the URL carries the database; never build a URL from
+ * host and `port`); clean with `flush()`; write keys of any name. It is a keyspace,
+ * not a server: commands that reach beyond the database (FLUSHALL, SELECT, CONFIG SET/RESETSTAT,
+ * INFO commandstats, SCRIPT FLUSH...) are refused by `client()`. A test that needs them, that
+ * counts server-wide, or that kills or freezes Redis, uses `startPrivateRedis()`.
+ */
 export interface TestRedis {
+  /** Connects to this file's database, e.g. `redis://127.0.0.1:6379/3`; give it to child processes too. */
   readonly url: string;
+  /** The server's port, shared with other files under REDIS_URL: connect through `url`, not this. */
   readonly port: number;
-  /** A new client; closed by `stop()`. */
+  /** A new client on this file's database; closed by `stop()`. */
   client(): Redis;
+  /** Empties this file's database, and only it. */
   flush(): Promise<void>;
+  /** Closes the clients, empties the database and gives it back. */
   stop(): Promise<void>;
 }
 
 const HOW_TO_FIX =
   'Install Redis so that `redis-server` is on PATH (Debian: `apt-get install redis-server`), ' +
-  'or set REDIS_URL to a Redis the tests may flush.';
+  'or set REDIS_URL to a Redis with empty databases the tests may claim and flush.';
 
 export async function startRedis(): Promise<TestRedis> {
-  const clients: Redis[] = [];
-  const track = (url: string) => () => {
-    const client = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1 });
-    clients.push(client);
-    return client;
-  };
-  const closeClients = async () => void (await Promise.all(clients.map(closeClient)));
+  if (process.env.REDIS_URL) return claimDatabase(process.env.REDIS_URL);
+  const redis = await startPrivateRedis();
+  // the same contract as on a shared server, so a test that breaks it fails here too, not only there
+  const { url, port, flush, stop } = redis;
+  return { url, port, client: () => keyspaceOnly(redis.client()), flush, stop };
+}
 
-  if (process.env.REDIS_URL) {
-    const url = process.env.REDIS_URL;
-    const admin = new Redis(url, { maxRetriesPerRequest: 1 });
-    await admin.ping().catch((error: Error) => {
-      admin.disconnect();
-      throw new Error(`REDIS_URL=${url} does not answer (${error.message}). ${HOW_TO_FIX}`);
-    });
-    clients.push(admin);
-    return {
-      url,
-      port: Number(new URL(url).port || 6379),
-      client: track(url),
-      flush: async () => void (await admin.flushdb()),
-      stop: closeClients,
-    };
+/** The hash, in the database REDIS_URL names (0 by default), of the databases test files hold: db -> owner. */
+const CLAIMS = 'rate-limit-tests:claims';
+
+/**
+ * Atomically takes the first database that is free: unclaimed and empty, or claimed by an owner
+ * that is gone (its connection closed: a test run that crashed), whose leftovers it flushes.
+ * Returns the database, or -1. The database REDIS_URL names holds the claims and is never taken.
+ */
+const CLAIM_LUA = `
+local home, count, me = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local gone = {}
+for i = 4, #ARGV do gone[ARGV[i]] = true end
+for db = 0, count - 1 do
+  if db ~= home then
+    local owner = redis.call('HGET', KEYS[1], db)
+    if owner == false or gone[owner] then
+      local selected = redis.pcall('SELECT', db)
+      if type(selected) == 'table' and selected.err then return -1 end
+      local free = owner ~= false or redis.call('DBSIZE') == 0
+      if free and owner ~= false then redis.call('FLUSHDB') end
+      redis.call('SELECT', home)
+      if free then
+        redis.call('HSET', KEYS[1], db, me)
+        return db
+      end
+    end
+  end
+end
+return -1`;
+
+/** FLUSHDB on the claimed database if the claim is still ours (ARGV[3] = 1: and give it back). */
+const FLUSH_LUA = `
+local home, db, release, me = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
+if redis.call('HGET', KEYS[1], db) ~= me then return 0 end
+redis.call('SELECT', db)
+redis.call('FLUSHDB')
+redis.call('SELECT', home)
+if release then redis.call('HDEL', KEYS[1], db) end
+return 1`;
+
+async function claimDatabase(redisUrl: string): Promise<TestRedis> {
+  const base = new URL(redisUrl);
+  const shown = `${base.protocol}//${base.host}${base.pathname === '/' ? '' : base.pathname}`; // no credentials
+  const home = Number(base.pathname.slice(1) || base.searchParams.get('db') || 0);
+  // The owner's name is on its connection: CLIENT LIST shows whether it is still there.
+  const me = `rate-limit-tests:${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  const admin = new Redis(redisUrl, { maxRetriesPerRequest: 1, connectionName: me });
+  admin.on('error', () => undefined); // reported through the commands that fail
+  await admin.ping().catch((error: Error) => {
+    admin.disconnect();
+    throw new Error(`REDIS_URL=${shown} does not answer (${error.message}). ${HOW_TO_FIX}`);
+  });
+
+  let db = -1;
+  try {
+    const databases = Number((await admin.config('GET', 'databases').catch(() => []))[1] ?? 16);
+    db = Number(await admin.eval(CLAIM_LUA, 1, CLAIMS, home, databases, me, ...(await goneOwners(admin))));
+    if (db < 0) {
+      const used = await admin.hgetall(CLAIMS);
+      const info = await admin.info('keyspace');
+      throw new Error(
+        `REDIS_URL=${shown}: no database is free for this test file. Each file claims an empty database ` +
+          `other than ${home} (of ${databases}) and flushes only that one. Held by tests: ` +
+          `${JSON.stringify(used)}; not empty: ${info.replace(/\s+/g, ' ').trim()}. ` +
+          'Empty a database, or unset REDIS_URL to run on private redis-servers.',
+      );
+    }
+  } catch (error) {
+    await closeClient(admin);
+    throw error;
   }
 
-  return startPrivateRedis();
+  const dbUrl = new URL(redisUrl);
+  dbUrl.pathname = `/${db}`;
+  dbUrl.searchParams.delete('db');
+  const url = dbUrl.toString();
+  const clients: Redis[] = [];
+  const flushOurs = async (release: boolean) => {
+    const done = await admin.eval(FLUSH_LUA, 1, CLAIMS, home, db, release ? 1 : 0, me);
+    if (done !== 1) throw new Error(`REDIS_URL=${shown}: the claim on database ${db} was lost; not flushing it`);
+  };
+  return {
+    url,
+    port: Number(dbUrl.port || 6379),
+    client: () => {
+      const client = keyspaceOnly(new Redis(url, { maxRetriesPerRequest: 1 }));
+      clients.push(client);
+      return client;
+    },
+    flush: () => flushOurs(false),
+    stop: async () => {
+      await Promise.all(clients.map(closeClient));
+      try {
+        await flushOurs(true);
+      } finally {
+        await closeClient(admin);
+      }
+    },
+  };
+}
+
+/** Owners in the claims hash whose connection is gone. None if CLIENT LIST is not allowed. */
+async function goneOwners(admin: Redis): Promise<string[]> {
+  const owners = new Set(Object.values(await admin.hgetall(CLAIMS)));
+  if (owners.size === 0) return [];
+  const list = await admin.client('LIST').catch(() => undefined);
+  if (typeof list !== 'string') return [];
+  const live = new Set(list.split('\n').map((line) => / name=(\S*)/.exec(line)?.[1]));
+  return [...owners].filter((owner) => !live.has(owner));
+}
+
+/** Whether a command (lower-case name, lower-case arguments) reaches beyond one database. */
+const first = (...subcommands: string[]) => (args: string[]) => subcommands.includes(args[0]);
+const SERVER_WIDE: Record<string, (args: string[]) => boolean> = {
+  flushall: () => true,
+  select: () => true,
+  swapdb: () => true,
+  move: () => true,
+  copy: (args) => args.slice(2).includes('db'),
+  config: first('set', 'resetstat', 'rewrite'),
+  info: (args) => args.some((section) => ['commandstats', 'errorstats', 'latencystats', 'stats', 'all', 'everything'].includes(section)),
+  script: first('flush', 'kill'),
+  function: first('flush', 'delete', 'load', 'restore', 'kill'),
+  client: first('kill', 'pause', 'unpause'),
+  debug: () => true,
+  shutdown: () => true,
+  replicaof: () => true,
+  slaveof: () => true,
+  failover: () => true,
+  monitor: () => true,
+  latency: first('reset'),
+  slowlog: first('reset'),
+};
+
+/** Refuses the commands of SERVER_WIDE on `client`, pointing to startPrivateRedis(). */
+function keyspaceOnly(client: Redis): Redis {
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = (command: Command, ...rest: unknown[]) => {
+    const args = command.args.map((arg) => String(arg).toLowerCase());
+    const own = command.name === 'select' && args[0] === String(client.options.db ?? 0); // ioredis's handshake
+    if (!own && SERVER_WIDE[command.name.toLowerCase()]?.(args)) {
+      const name = [command.name, ...args.slice(0, 1)].join(' ').toUpperCase();
+      const refusal = new Error(
+        `${name} reaches beyond this test file's database, and startRedis() may share its server with ` +
+          'other test files. Use startPrivateRedis() for a server of your own.',
+      );
+      if (rest[0] === undefined) {
+        command.reject(refusal);
+        return command.promise;
+      }
+      // in a pipeline or MULTI, which waits for a reply in its place: Redis answers with the refusal
+      command.name = 'eval';
+      command.args = ['return redis.error_reply(ARGV[1])', '0', refusal.message];
+    }
+    return (send as (...a: unknown[]) => unknown)(command, ...rest);
+  };
+  return client;
 }
 
 /** A private redis-server the test may kill, restart, freeze and thaw. */
