@@ -3,6 +3,10 @@ import { startPrivateRedis, startRedis, type TestRedis } from '../support/redis-
 import { playDifferentialTraces } from './differential.js';
 import { scriptCalls } from '../support/assertions.js';
 
+// Thousands of traces are CPU-bound: ~15 s alone, but near Jest's 30 s default on a loaded 2-core
+// machine, and a test that times out keeps writing to Redis after its file has stopped.
+const TRACES_TIMEOUT = 120_000;
+
 describe('memory and Redis agree on random traces', () => {
   let redis: TestRedis;
   beforeAll(async () => {
@@ -20,7 +24,7 @@ describe('memory and Redis agree on random traces', () => {
     // the traces reach the interesting paths, not only admissions
     expect(denied).toBeGreaterThan(checks / 10);
     expect(impossible).toBeGreaterThan(0);
-  });
+  }, TRACES_TIMEOUT);
 });
 
 // This one counts script calls in INFO commandstats, which is server-wide: a server of its own.
@@ -47,5 +51,5 @@ describe('memory and Redis agree on random traces, with the block cache', () => 
     const calls = scriptCalls(stats);
     expect(calls).toBeGreaterThan(0);
     expect(calls).toBeLessThan(checks - denied / 4);
-  });
+  }, TRACES_TIMEOUT);
 });

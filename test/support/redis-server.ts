@@ -47,7 +47,7 @@ const CLAIMS = 'rate-limit-tests:claims';
 
 /**
  * Atomically takes the first database that is free: unclaimed and empty, or claimed by an owner
- * that is gone (its connection closed: a test run that crashed), whose leftovers it flushes.
+ * that is gone (ARGV[4..]: see abandonedClaims), whose leftovers it flushes.
  * Returns the database, or -1. The database REDIS_URL names holds the claims and is never taken.
  */
 const CLAIM_LUA = `
@@ -98,7 +98,7 @@ async function claimDatabase(redisUrl: string): Promise<TestRedis> {
   let db = -1;
   try {
     const databases = Number((await admin.config('GET', 'databases').catch(() => []))[1] ?? 16);
-    db = Number(await admin.eval(CLAIM_LUA, 1, CLAIMS, home, databases, me, ...(await goneOwners(admin))));
+    db = Number(await admin.eval(CLAIM_LUA, 1, CLAIMS, home, databases, me, ...(await abandonedClaims(admin))));
     if (db < 0) {
       const used = await admin.hgetall(CLAIMS);
       const info = await admin.info('keyspace');
@@ -135,7 +135,23 @@ async function claimDatabase(redisUrl: string): Promise<TestRedis> {
     stop: async () => {
       await Promise.all(clients.map(closeClient));
       try {
-        await flushOurs(true);
+        // Someone still on the database (a test that outlived its file, a child process left
+        // running) could write after it is given back, into a database nobody then knows as the
+        // tests'. So it is flushed, and given back only when nobody is; otherwise it stays claimed
+        // by this (closing) connection, and the next claim flushes it once they are all gone.
+        const deadline = performance.now() + 1_000;
+        let others = await connectionsOn(admin, db);
+        while (others > 0 && performance.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          others = await connectionsOn(admin, db);
+        }
+        await flushOurs(others === 0);
+        if (others > 0) {
+          console.warn(
+            `REDIS_URL=${shown}: ${others} connection(s) still on database ${db} after stop(); it stays claimed until they ` +
+              'are gone, then the next test file to start flushes it. Close every storage and app before stop().',
+          );
+        }
       } finally {
         await closeClient(admin);
       }
@@ -143,14 +159,33 @@ async function claimDatabase(redisUrl: string): Promise<TestRedis> {
   };
 }
 
-/** Owners in the claims hash whose connection is gone. None if CLIENT LIST is not allowed. */
-async function goneOwners(admin: Redis): Promise<string[]> {
-  const owners = new Set(Object.values(await admin.hgetall(CLAIMS)));
-  if (owners.size === 0) return [];
+/** The server's connections: name and database of each; undefined if CLIENT LIST is not allowed. */
+async function connections(admin: Redis): Promise<{ name: string; db: number }[] | undefined> {
   const list = await admin.client('LIST').catch(() => undefined);
-  if (typeof list !== 'string') return [];
-  const live = new Set(list.split('\n').map((line) => / name=(\S*)/.exec(line)?.[1]));
-  return [...owners].filter((owner) => !live.has(owner));
+  if (typeof list !== 'string') return undefined;
+  return list
+    .split('\n')
+    .filter((line) => line.includes(' db='))
+    .map((line) => ({ name: / name=(\S*)/.exec(line)?.[1] ?? '', db: Number(/ db=(\d+)/.exec(line)?.[1]) }));
+}
+
+async function connectionsOn(admin: Redis, db: number): Promise<number> {
+  return (await connections(admin))?.filter((c) => c.db === db).length ?? 0;
+}
+
+/**
+ * Owners of claims that are abandoned: the owner's connection is gone (a run that crashed, or a
+ * file that stopped while others still used its database) and no connection is on the database
+ * any more. None if CLIENT LIST is not allowed.
+ */
+async function abandonedClaims(admin: Redis): Promise<string[]> {
+  const claims = Object.entries(await admin.hgetall(CLAIMS));
+  if (claims.length === 0) return [];
+  const live = await connections(admin);
+  if (!live) return [];
+  return claims
+    .filter(([db, owner]) => !live.some((c) => c.name === owner || c.db === Number(db)))
+    .map(([, owner]) => owner);
 }
 
 /** Whether a command (lower-case name, lower-case arguments) reaches beyond one database. */
