@@ -75,6 +75,8 @@ export class RedisStorage implements RateLimitStorage {
   private flushScheduled = false;
   private readonly isCluster: boolean;
   private readonly healLog = new ThrottledLogger('RedisStorage');
+  /** Every script's source, loaded on each master by `init`. */
+  private readonly scripts: string[] = [];
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -188,22 +190,32 @@ export class RedisStorage implements RateLimitStorage {
   }
 
   private define(name: string, lua: string): CheckCommand {
+    this.scripts.push(lua);
     this.client.defineCommand(name, { lua });
     return (this.client as unknown as Record<string, CheckCommand>)[name].bind(this.client);
   }
 
-  /** Waits up to `timeoutMs` for a client the storage created to connect; never throws. */
+  /**
+   * Waits up to `timeoutMs` for the client to connect, then loads the scripts on every master, so
+   * the first checks neither time out on a connection being made nor pay a NOSCRIPT round trip.
+   * Never throws; a lazy client you passed is left to connect when first used.
+   */
   async init(timeoutMs = 2_000): Promise<void> {
-    if (!this.ownsClient || this.client.status === 'ready') return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.client.off('ready', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.client.once('ready', done);
-    });
+    if (this.client.status === 'wait' || this.client.status === 'end') return;
+    if (this.client.status !== 'ready') {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.client.off('ready', done);
+          resolve();
+        };
+        const timer = setTimeout(done, timeoutMs);
+        this.client.once('ready', done);
+      });
+    }
+    if (this.client.status !== 'ready') return;
+    const nodes = this.client instanceof Cluster ? this.client.nodes('master') : [this.client];
+    await Promise.all(nodes.flatMap((node) => this.scripts.map((lua) => node.script('LOAD', lua).catch(() => undefined))));
   }
 
   /** Quits the client only if this storage created it. */

@@ -1,4 +1,4 @@
-import { MemoryStorage, RedisStorage, type RateLimitResult, type RateLimitStorage } from '../../lib/index.js';
+import { CheckFailedError, MemoryStorage, RedisStorage, type RateLimitResult, type RateLimitStorage } from '../../lib/index.js';
 import { keyOf, rulesOf } from '../conformance/limiter.js';
 import { scriptCalls } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
@@ -88,15 +88,38 @@ describe('RedisStorage batches the checks of one event-loop turn', () => {
     expect(await scriptCallsNow()).toBe(2);
   });
 
-  it('failing every check of a batch that Redis refuses, each with the error', async () => {
+  it('failing every check of a batch that Redis refuses as a whole, each with the error', async () => {
     const redisStorage = create();
     await redisStorage.init();
     const [rule] = rulesOf([{ rate: '5/minute', algorithm: 'fixed-window' }]);
-    await redis.client().lpush(keyOf('broken', rule), 'not limiter state');
-    const answers = await Promise.allSettled(
-      ['fine', 'broken', 'also-fine'].map((client) => redisStorage.check([{ key: keyOf(client, rule), rule }], 1)),
-    );
-    expect(answers.map((a) => a.status)).toEqual(['rejected', 'rejected', 'rejected']);
-    expect(String((answers[1] as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    const admin = redis.client();
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      const answers = await Promise.allSettled(
+        ['one', 'two', 'three'].map((client) => redisStorage.check([{ key: keyOf(client, rule), rule }], 1)),
+      );
+      expect(answers.map((a) => a.status)).toEqual(['rejected', 'rejected', 'rejected']);
+      for (const answer of answers) expect(String((answer as PromiseRejectedResult).reason)).toMatch(/OOM/);
+      expect(await scriptCallsNow()).toBe(0); // refused before it ran: one call, no script executed
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+  });
+
+  it('deciding the other checks of a batch when one fails on its own', async () => {
+    const redisStorage = create();
+    const [rule] = rulesOf([{ rate: '5/minute', algorithm: 'fixed-window' }]);
+    // unreadable state heals (see unreadable-state.spec.ts); a rule the script cannot even
+    // compare with fails its own check, and that alone
+    const broken = { ...rule, limit: 'not a number' as unknown as number };
+    const answers = await Promise.allSettled([
+      redisStorage.check([{ key: keyOf('one', rule), rule }], 1),
+      redisStorage.check([{ key: keyOf('two', broken), rule: broken }], 1),
+      redisStorage.check([{ key: keyOf('three', rule), rule }], 1),
+    ]);
+    expect(answers.map((a) => a.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((answers[1] as PromiseRejectedResult).reason).toBeInstanceOf(CheckFailedError);
+    expect(await scriptCallsNow()).toBe(1);
   });
 });
