@@ -13,9 +13,10 @@ import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
  * Reply: per check, per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs). (Not
  * `now`: turning a 13-digit number into a reply costs Redis more than the rest of the reply.) A
  * check that raised an error has allowed = -1 and the error's text instead of remaining, and
- * wrote nothing: reads come before commits, and a commit only SETs a string or adds to a sorted
- * set it has just read. Then the numbers (1-based) of the keys whose state could not be read and
- * was dropped, and last, how many of those there are.
+ * committed nothing: reads come before commits, and a commit only SETs a string or adds to a
+ * sorted set it has just read. (A read may drop state that counts as none anyway: expired log
+ * entries, unreadable state.) Then the numbers (1-based) of the keys whose state could not be
+ * read and was dropped, and last, how many of those there are.
  *
  * State that cannot be read (another type, a truncated string) is deleted and counts as none:
  * one client's bad key must cost that client a fresh start, not every client of the batch an error.
