@@ -23,6 +23,14 @@ export { RateLimitGuard } from './guards/rate-limit.guard.js';
 export { RateLimitExceededException, type RateLimitExceededDetails } from './exceptions/rate-limit-exceeded.exception.js';
 export { RateLimitUnavailableException } from './exceptions/rate-limit-unavailable.exception.js';
 export { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
+
+export type { RateLimitContextAdapter, RateLimitRefusal } from './contexts/rate-limit-context-adapter.interface.js';
+export { rateLimitRequest, rateLimitClientIp, registerContextAdapter } from './contexts/context-adapters.js';
+export { refusalPayload, type RateLimitRefusalPayload } from './contexts/refusal-payload.js';
+export { httpContext } from './contexts/http.context-adapter.js';
+export { graphqlContext } from './contexts/graphql.context-adapter.js';
+export { wsContext } from './contexts/ws.context-adapter.js';
+export { rpcContext } from './contexts/rpc.context-adapter.js';
 export { CircuitBreaker, type CircuitBreakerOptions } from './resilience/circuit-breaker.js';
 export { StorageUnavailableError } from './resilience/storage-unavailable.error.js';
 export { CheckFailedError } from './storage/check-failed.error.js';

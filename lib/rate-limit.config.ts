@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { AlgorithmName } from './algorithms/algorithm.interface.js';
 import { getAlgorithm } from './algorithms/algorithm-registry.js';
+import { registerContextAdapter } from './contexts/context-adapters.js';
 import { HEADER_MODES, type RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
@@ -51,6 +52,7 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
   if (!(storageTimeoutMs > 0 && storageTimeoutMs <= 60_000)) {
     throw new Error(`RateLimitModule: storageTimeout must be a number of ms in (0, 60000], got ${String(options.storageTimeout)}`);
   }
+  for (const adapter of options.contextAdapters ?? []) registerContextAdapter(adapter);
   return {
     defaultLimit: options.defaultLimit === undefined ? undefined : parseRate(options.defaultLimit),
     key: options.key,

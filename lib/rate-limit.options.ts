@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { AlgorithmName } from './algorithms/algorithm.interface.js';
+import type { RateLimitContextAdapter } from './contexts/rate-limit-context-adapter.interface.js';
 import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
 import type { RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
@@ -50,6 +51,12 @@ export interface RateLimitModuleOptions {
   storageTimeout?: number;
   /** Stops calling a failing storage for a cool-down. Default `{ failureThreshold: 5, cooldownMs: 500 }`. */
   circuitBreaker?: CircuitBreakerOptions;
+  /**
+   * Adapters for context types beyond the built-in `http`, `graphql`, `ws` and `rpc` (or to
+   * replace one): see {@link RateLimitContextAdapter}. A limited handler in a context no adapter
+   * serves is refused, with a logged error.
+   */
+  contextAdapters?: readonly RateLimitContextAdapter[];
   /** Return true to let a request through without counting it. */
   skip?(context: ExecutionContext): boolean | Promise<boolean>;
 }

@@ -19,6 +19,8 @@ export interface RateLimitExceededDetails {
 
 /** Thrown by the guard for a denied request; {@link RateLimitExceptionFilter} turns it into a 429. */
 export class RateLimitExceededException extends HttpException {
+  /** What other transports than HTTP report: `{ status: 'error', code, message, retryAfter }`. */
+  readonly code = 'RATE_LIMITED';
   /** Whole seconds to wait, at least 1: the `Retry-After` value. `null` if waiting cannot help. */
   readonly retryAfter: number | null;
 

@@ -6,6 +6,8 @@ import { headerSeconds } from '../headers/rate-limit-headers.js';
  * client did nothing wrong) and not a 500 (the failure is known and temporary).
  */
 export class RateLimitUnavailableException extends HttpException {
+  /** What other transports than HTTP report: `{ status: 'error', code, message, retryAfter }`. */
+  readonly code = 'STORAGE_UNAVAILABLE';
   /** Whole seconds to wait, at least 1: the `Retry-After` value. */
   readonly retryAfter: number;
   readonly headers: readonly [string, string][] = [];

@@ -6,11 +6,12 @@ import {
   type CanActivate,
   type ExecutionContext,
 } from '@nestjs/common';
-import { HttpAdapterHost } from '@nestjs/core';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
 import { withoutStack } from '../exceptions/without-stack.js';
-import { forEachRateLimitHeader, mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
+import { contextAdapterFor } from '../contexts/context-adapters.js';
+import { httpContext } from '../contexts/http.context-adapter.js';
+import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
@@ -27,7 +28,7 @@ import {
   type RateLimitCheck,
   type RateLimitStorage,
 } from '../storage/rate-limit-storage.interface.js';
-import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
+import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
 
 /** The `allow` policy's answer during an outage: let the request through, uncounted. */
 const UNLIMITED = Symbol('unlimited');
@@ -42,23 +43,24 @@ export class RateLimitGuard implements CanActivate {
   private readonly logger = new Logger(RateLimitGuard.name);
   private readonly outageLog = new ThrottledLogger(RateLimitGuard.name);
   private readonly storage: ProtectedStorage;
-  private readonly setHeader = (response: unknown, name: string, value: string) =>
-    this.adapterHost.httpAdapter.setHeader(response, name, value);
   /** The `memory` failure policy's stand-in, created on the first outage that needs it. */
   private fallback?: MemoryStorage;
+  /** Limited handlers already reported as running where no context adapter serves. */
+  private readonly reportedUnserved = new WeakSet<Function>();
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
     @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
     private readonly planner: RoutePlanner,
-    private readonly adapterHost: HttpAdapterHost,
   ) {
     this.storage = new ProtectedStorage(storage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
   }
 
   canActivate(context: ExecutionContext): MaybePromise<boolean> {
-    if (context.getType() !== 'http') return true;
     const plan = this.planner.planFor(context);
+    if (context.getType() !== 'http' && contextAdapterFor(context.getType()) === undefined) {
+      return then(plan, (ready) => ready.exempt || this.unserved(context));
+    }
     return isPromiseLike(plan) ? plan.then((ready) => this.start(ready, context)) : this.start(plan, context);
   }
 
@@ -147,7 +149,9 @@ export class RateLimitGuard implements CanActivate {
   private decide(result: RateLimitResult | typeof UNLIMITED, rules: RuleSet, cost: number, context: ExecutionContext): true {
     if (result === UNLIMITED) return true;
     if (result.allowed) {
-      forEachRateLimitHeader(this.config.headers, result, rules.policy, context.getArgByIndex(1), this.setHeader);
+      const type = context.getType();
+      if (type === 'http') httpContext.admitted!(context, result, rules.policy, this.config.headers);
+      else contextAdapterFor(type)?.admitted?.(context, result, rules.policy, this.config.headers);
       return true;
     }
     // the exception carries the headers; the filter (or yours) writes them with the 429
@@ -181,6 +185,22 @@ export class RateLimitGuard implements CanActivate {
     if (policy === 'deny') throw withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000));
     this.fallback ??= new MemoryStorage();
     return this.fallback.check(checks, cost);
+  }
+
+  /**
+   * A limited handler runs in a context no adapter serves: refused, never let through unlimited,
+   * with one logged error per handler saying what to do.
+   */
+  private unserved(context: ExecutionContext): never {
+    const route = `${context.getClass().name}.${context.getHandler().name}`;
+    const message =
+      `Rate limit on ${route} cannot be enforced: no context adapter serves '${context.getType()}' contexts, so the call was refused. ` +
+      'Register one with the `contextAdapters` option of RateLimitModule, or exempt the handler with @SkipRateLimit().';
+    if (!this.reportedUnserved.has(context.getHandler())) {
+      this.reportedUnserved.add(context.getHandler());
+      this.logger.error(message);
+    }
+    throw new Error(message);
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { ExecutionContext } from '@nestjs/common';
+import { rateLimitRequest } from '../contexts/context-adapters.js';
 import type { RateLimitKeyResolver } from './rate-limit-key-resolver.interface.js';
 
 /**
@@ -10,7 +11,7 @@ export class UserKeyResolver implements RateLimitKeyResolver {
   constructor(private readonly property = 'id') {}
 
   resolve(context: ExecutionContext): string | undefined {
-    const user = context.getArgByIndex<{ user?: Record<string, unknown> | null }>(0).user;
+    const user = rateLimitRequest<{ user?: Record<string, unknown> | null } | undefined>(context)?.user;
     const id = user?.[this.property];
     return id === undefined || id === null || id === '' ? undefined : `user:${String(id)}`;
   }

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { jest } from '@jest/globals';
 import { InternalServerErrorException, Logger, type ExecutionContext } from '@nestjs/common';
-import { HttpAdapterHost, ModuleRef, Reflector } from '@nestjs/core';
+import { ModuleRef, Reflector } from '@nestjs/core';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
 import {
   RateLimit,
@@ -85,18 +85,21 @@ function setup(options: RateLimitModuleOptions = {}) {
     },
     create: async (type: new () => unknown) => new type(),
   } as unknown as ModuleRef;
-  const adapterHost = {
-    httpAdapter: { setHeader: (res: { headers: Record<string, string> }, name: string, value: string) => (res.headers[name] = value) },
-  } as unknown as HttpAdapterHost;
-  const guard = new RateLimitGuard(config, storage, new RoutePlanner(config, new Reflector(), moduleRef), adapterHost);
+  const guard = new RateLimitGuard(config, storage, new RoutePlanner(config, new Reflector(), moduleRef));
   const run = (controller: Function, method: string, headers: Record<string, string> = {}, ip = '203.0.113.9') => {
-    const response = { headers: {} as Record<string, string> };
+    // a Fastify-like reply: header(name, value)
+    const response = {
+      headers: {} as Record<string, string>,
+      header(name: string, value: string) {
+        this.headers[name] = value;
+      },
+    };
     const request = { ip, headers };
     const context = new ExecutionContextHost([request, response], controller as never, controller.prototype[method]);
     context.setType('http');
     return { result: guard.canActivate(context), response, context };
   };
-  return { storage, run };
+  return { storage, run, guard };
 }
 
 describe('RateLimitGuard', () => {
@@ -244,10 +247,24 @@ describe('RateLimitGuard', () => {
     expect(await runAsync(LimitedController, 'inherits').result).toBe(true);
     expect(asyncStorage.calls).toHaveLength(1);
 
-    const context = new ExecutionContextHost([{}, {}], LimitedController, LimitedController.prototype.inherits);
-    context.setType('rpc');
-    const guard = new RateLimitGuard(resolveConfig(), storage, undefined as never, undefined as never);
-    expect(guard.canActivate(context)).toBe(true);
+  });
+
+  it('never lets a limited handler through unlimited on another transport', () => {
+    const { storage, guard } = setup();
+    jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    // an RPC message with no client address, and no key to identify it by
+    const rpc = new ExecutionContextHost([{ symbol: 'ACME' }, {}], LimitedController, LimitedController.prototype.inherits);
+    rpc.setType('rpc');
+    expect(() => guard.canActivate(rpc)).toThrow(InternalServerErrorException);
+    // a context type no adapter serves
+    const custom = new ExecutionContextHost([{}, {}], LimitedController, LimitedController.prototype.inherits);
+    custom.setType('carrier-pigeon' as never);
+    expect(() => guard.canActivate(custom)).toThrow(/no context adapter serves 'carrier-pigeon' contexts/);
+    const exempt = new ExecutionContextHost([{}, {}], LimitedController, LimitedController.prototype.skipped);
+    exempt.setType('carrier-pigeon' as never);
+    expect(guard.canActivate(exempt)).toBe(true);
+    expect(storage.calls).toHaveLength(0);
+    jest.restoreAllMocks();
   });
 
   it('awaits an asynchronous storage and sends no headers when told not to', async () => {

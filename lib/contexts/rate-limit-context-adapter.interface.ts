@@ -1,0 +1,26 @@
+import type { ArgumentsHost, ExecutionContext } from '@nestjs/common';
+import type { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
+import type { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
+import type { RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
+import type { RateLimitResult } from '../storage/rate-limit-decision.js';
+
+/** The exceptions a context adapter turns into its transport's answer. */
+export type RateLimitRefusal = RateLimitExceededException | RateLimitUnavailableException;
+
+/**
+ * What the guard needs to know about one kind of Nest execution context (`context.getType()`):
+ * HTTP, GraphQL, WebSockets, RPC, or a transport of your own. Register your own with the
+ * module's `contextAdapters` option.
+ */
+export interface RateLimitContextAdapter {
+  /** The context type it serves, as `ExecutionContext.getType()` reports it. */
+  readonly type: string;
+  /** What key resolvers read: the HTTP request, the socket's handshake request, the RPC context. */
+  request(context: ExecutionContext): unknown;
+  /** The client's address as the transport saw it, before normalization; undefined if it has none. */
+  clientAddress(context: ExecutionContext): string | undefined;
+  /** Reports an admitted check, for transports that carry rate-limit headers. */
+  admitted?(context: ExecutionContext, result: RateLimitResult, policy: string, mode: RateLimitHeaderMode): void;
+  /** The transport's answer to a refusal; called by the module's exception filter. */
+  refuse(refusal: RateLimitRefusal, host: ArgumentsHost): unknown;
+}

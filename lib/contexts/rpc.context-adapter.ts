@@ -1,0 +1,28 @@
+import type { ArgumentsHost } from '@nestjs/common';
+import { throwError } from 'rxjs';
+import type { RateLimitContextAdapter, RateLimitRefusal } from './rate-limit-context-adapter.interface.js';
+import { refusalPayload } from './refusal-payload.js';
+
+/** A TCP context's socket (Nest's JSON socket around a Node socket). */
+interface RpcContextLike {
+  getSocketRef?(): { netSocket?: { remoteAddress?: string }; socket?: { remoteAddress?: string } } | undefined;
+}
+
+/**
+ * Microservices: each message is one check. The default key is a TCP client's address; other
+ * transports (Redis, NATS, Kafka...) carry none, so their limited handlers need a `key`. A denial
+ * fails the message with `{ status: 'error', code: 'RATE_LIMITED', message, retryAfter }`, which
+ * is what `client.send(...)` rejects with. Key resolvers read the transport's context object.
+ */
+export const rpcContext: RateLimitContextAdapter = {
+  type: 'rpc',
+  request: (context) => context.getArgByIndex(1),
+  clientAddress: (context) => {
+    const socket = context.getArgByIndex<RpcContextLike | undefined>(1)?.getSocketRef?.();
+    return socket?.netSocket?.remoteAddress ?? socket?.socket?.remoteAddress;
+  },
+  refuse(refusal: RateLimitRefusal, _host: ArgumentsHost) {
+    const payload = refusalPayload(refusal);
+    return throwError(() => payload);
+  },
+};
