@@ -1,11 +1,17 @@
 import type { ArgumentsHost, ExecutionContext } from '@nestjs/common';
+import type { RateLimitExceededDetails } from '../exceptions/rate-limit-exceeded.exception.js';
 import { mostConstraining, rateLimitHeaders, type RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
 import type { RateLimitDecision, RateLimitResult } from '../storage/rate-limit-decision.js';
 import { setHttpHeader } from './http.context-adapter.js';
 import type { RateLimitContextAdapter, RateLimitRefusal } from './rate-limit-context-adapter.interface.js';
 import { refusalPayload } from './refusal-payload.js';
 
-/** The GraphQL context as Nest's Apollo driver builds it: the HTTP request and response. */
+/**
+ * The GraphQL context. Nest's Apollo driver puts the HTTP request in it as `req` by default
+ * (Express's request, or Fastify's); the response only if the app's `context` function adds it,
+ * as `res` or `reply`. On Express the request leads to the response (`req.res`), so headers
+ * need no `context` function there.
+ */
 interface GraphQLContextValue {
   req?: unknown;
   request?: unknown;
@@ -13,44 +19,68 @@ interface GraphQLContextValue {
   reply?: unknown;
 }
 
-/** What the response of one operation carries so far: its most constraining check. */
+/** The part of graphql-js's `GraphQLResolveInfo` read here: a top-level field's path has no `prev`. */
+interface ResolveInfoLike {
+  path?: { prev?: unknown };
+}
+
+/** What the response of one operation carries so far. */
 interface OperationHeaders {
-  decision: RateLimitDecision;
+  /** Its most constraining check so far; undefined while only storage outages answered. */
+  decision?: RateLimitDecision;
+  /** The longest wait its refusals asked so far; null while none asked for one. */
   retryAfter: number | null;
 }
 
+/** Per HTTP response (one operation, or one batch of them): what its headers say so far. */
 const operations = new WeakMap<object, OperationHeaders>();
 
 const contextValue = (context: ArgumentsHost) => context.getArgByIndex<GraphQLContextValue | undefined>(2);
+
 const httpRequestOf = (context: ArgumentsHost) => {
   const value = contextValue(context);
   return value?.req ?? value?.request;
 };
+
 const httpResponseOf = (context: ArgumentsHost) => {
   const value = contextValue(context);
-  return (value?.res ?? value?.reply) as object | undefined;
+  const response = value?.res ?? value?.reply ?? (httpRequestOf(context) as { res?: unknown } | undefined)?.res;
+  return typeof response === 'object' && response !== null ? response : undefined;
 };
 
+/** A header for the response, unless it already went out (an operation that outlived its response). */
+function setHeader(response: object, name: string, value: string): void {
+  const { headersSent, sent } = response as { headersSent?: boolean; sent?: boolean }; // Node's response, Fastify's reply
+  if (headersSent !== true && sent !== true) setHttpHeader(response, name, value);
+}
+
+function stateOf(response: object): OperationHeaders {
+  let state = operations.get(response);
+  if (state === undefined) operations.set(response, (state = { retryAfter: null }));
+  return state;
+}
+
 /** Records `decision` for the operation's response; true if it is now the most constraining. */
-function constrains(response: object, decision: RateLimitDecision, retryAfter: number | null): boolean {
-  const seen = operations.get(response);
-  if (seen === undefined) {
-    operations.set(response, { decision, retryAfter });
-    return true;
-  }
-  if (retryAfter !== null) seen.retryAfter = Math.max(seen.retryAfter ?? 0, retryAfter);
-  if (mostConstraining([seen.decision, decision]) !== decision) return false;
-  seen.decision = decision;
+function constrains(state: OperationHeaders, decision: RateLimitDecision): boolean {
+  if (state.decision !== undefined && mostConstraining([state.decision, decision]) !== decision) return false;
+  state.decision = decision;
   return true;
 }
 
+/** The refusal as GraphQL reports it: graphql-js takes an error's `extensions` as its own. */
+function graphqlError(refusal: RateLimitRefusal): Error {
+  const { code, retryAfter } = refusalPayload(refusal);
+  return Object.assign(new Error(refusal.message), { extensions: { code, retryAfter } });
+}
+
 /**
- * GraphQL (Nest's Apollo driver): each call of a limited resolver is one check, so aliases count
- * apart. The key is read from the HTTP request carrying the operation (`req` in the GraphQL
- * context, as Nest's drivers set it). The response carries the headers of the operation's most
- * constraining check, and `Retry-After` once a field was denied. A denied resolver does not run:
- * its field is null, and `errors[]` holds `extensions: { code: 'RATE_LIMITED', retryAfter }`;
- * the other fields resolve, and the status stays 200.
+ * GraphQL (Nest's Apollo driver, on Express or Fastify): each call of a limited resolver is one
+ * check, so aliases count apart. The key is read from the HTTP request carrying the operation
+ * (`req` in the GraphQL context, as Nest's driver sets it), so `trust proxy` applies as on HTTP.
+ * The response carries the headers of the operation's most constraining check, and `Retry-After`
+ * (the longest wait asked) once a field was denied. A denied resolver does not run: its field is
+ * null, and `errors[]` holds `extensions: { code: 'RATE_LIMITED', retryAfter }`; the other fields
+ * resolve, and the status stays 200.
  */
 export const graphqlContext: RateLimitContextAdapter = {
   type: 'graphql',
@@ -63,26 +93,35 @@ export const graphqlContext: RateLimitContextAdapter = {
     const response = httpResponseOf(context);
     if (response === undefined || mode === false) return;
     const worst = result.decisions.length === 1 ? result.decisions[0] : mostConstraining(result.decisions);
-    if (!constrains(response, worst, null)) return;
-    for (const [name, value] of rateLimitHeaders(mode, { ...result, decisions: [worst] }, policy)) setHttpHeader(response, name, value);
+    if (!constrains(stateOf(response), worst)) return;
+    for (const [name, value] of rateLimitHeaders(mode, { ...result, decisions: [worst] }, policy)) setHeader(response, name, value);
+  },
+  /**
+   * A field resolver's refusal is thrown as the GraphQL error itself: Nest runs exception filters
+   * on field resolvers only when `fieldResolverEnhancers` includes 'filters', and without them
+   * the exception would reach Apollo as an HTTP error (`INTERNAL_SERVER_ERROR`, status 429).
+   * A top-level field's refusal goes through the exception filters, as on HTTP.
+   */
+  rejection(refusal: RateLimitRefusal, context: ExecutionContext) {
+    const info = context.getArgByIndex<ResolveInfoLike | undefined>(3);
+    if (info?.path === undefined || info.path.prev === undefined) return refusal;
+    return graphqlContext.refuse(refusal, context);
   },
   refuse(refusal: RateLimitRefusal, host: ArgumentsHost) {
     const response = httpResponseOf(host);
     if (response !== undefined) {
-      const denied = 'details' in refusal ? deniedDecision(refusal.details) : undefined;
-      if (denied === undefined || constrains(response, denied, refusal.retryAfter)) {
-        for (const [name, value] of refusal.headers) setHttpHeader(response, name, value);
+      const state = stateOf(response);
+      if ('details' in refusal && constrains(state, deniedDecision(refusal.details))) {
+        for (const [name, value] of refusal.headers) setHeader(response, name, value);
       }
-      const retryAfter = denied === undefined ? refusal.retryAfter : operations.get(response)?.retryAfter;
-      if (retryAfter !== null && retryAfter !== undefined) setHttpHeader(response, 'Retry-After', String(retryAfter));
+      if (refusal.retryAfter !== null) state.retryAfter = Math.max(state.retryAfter ?? 0, refusal.retryAfter);
+      if (state.retryAfter !== null) setHeader(response, 'Retry-After', String(state.retryAfter));
     }
-    const { code, retryAfter } = refusalPayload(refusal);
-    // GraphQL takes an error's `extensions` as its own; a resolver returning an Error fails its field.
-    return Object.assign(new Error(refusal.message), { extensions: { code, retryAfter } });
+    return graphqlError(refusal);
   },
 };
 
-function deniedDecision(details: import('../exceptions/rate-limit-exceeded.exception.js').RateLimitExceededDetails): RateLimitDecision {
+function deniedDecision(details: RateLimitExceededDetails): RateLimitDecision {
   return {
     rule: details.rule,
     allowed: false,

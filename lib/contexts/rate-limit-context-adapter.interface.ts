@@ -21,6 +21,12 @@ export interface RateLimitContextAdapter {
   clientAddress(context: ExecutionContext): string | undefined;
   /** Reports an admitted check, for transports that carry rate-limit headers. */
   admitted?(context: ExecutionContext, result: RateLimitResult, policy: string, mode: RateLimitHeaderMode): void;
+  /**
+   * What the guard throws for a refusal instead of the exception, where Nest may not run the
+   * exception filter (GraphQL field resolvers without 'filters' in `fieldResolverEnhancers`).
+   * Omitted, or returning the refusal: the exception, which the filter turns into `refuse()`.
+   */
+  rejection?(refusal: RateLimitRefusal, context: ExecutionContext): unknown;
   /** The transport's answer to a refusal; called by the module's exception filter. */
   refuse(refusal: RateLimitRefusal, host: ArgumentsHost): unknown;
 }

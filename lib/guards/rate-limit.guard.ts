@@ -137,12 +137,12 @@ export class RateLimitGuard implements CanActivate {
     try {
       answer = this.storage.check(checks, cost);
     } catch (error) {
-      return this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost), rules, cost, context);
+      return this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost, context), rules, cost, context);
     }
     if (!isPromiseLike(answer)) return this.decide(answer, rules, cost, context);
     return answer.then(
       (result) => this.decide(result, rules, cost, context),
-      (error: unknown) => this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost), rules, cost, context),
+      (error: unknown) => this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost, context), rules, cost, context),
     );
   }
 
@@ -170,7 +170,13 @@ export class RateLimitGuard implements CanActivate {
       worst.retryAfterMs === Infinity
         ? `${this.config.errorMessage}: this request costs ${cost}, more than the ${worst.rule.capacity} that "${worst.rule.name}" can ever admit`
         : this.config.errorMessage;
-    throw withoutStack(() => new RateLimitExceededException(details, message, headers));
+    throw this.rejection(context, withoutStack(() => new RateLimitExceededException(details, message, headers)));
+  }
+
+  /** What to throw for a refusal: the exception, unless the context's adapter throws its own answer. */
+  private rejection(context: ExecutionContext, refusal: RateLimitExceededException | RateLimitUnavailableException): unknown {
+    const type = context.getType();
+    return type === 'http' ? refusal : (contextAdapterFor(type)?.rejection?.(refusal, context) ?? refusal);
   }
 
   private applyFailurePolicy(
@@ -178,11 +184,12 @@ export class RateLimitGuard implements CanActivate {
     error: unknown,
     checks: readonly RateLimitCheck[],
     cost: number,
+    context: ExecutionContext,
   ): RateLimitResult | typeof UNLIMITED {
     if (!(error instanceof StorageUnavailableError)) throw error;
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
     if (policy === 'allow') return UNLIMITED;
-    if (policy === 'deny') throw withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000));
+    if (policy === 'deny') throw this.rejection(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000)));
     this.fallback ??= new MemoryStorage();
     return this.fallback.check(checks, cost);
   }
