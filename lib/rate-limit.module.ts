@@ -7,6 +7,7 @@ import {
   type Provider,
 } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD, DiscoveryModule } from '@nestjs/core';
+import { WsGatewayFilters } from './contexts/ws-gateway-filters.js';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
 import { RATE_LIMIT_CONFIG, resolveConfig } from './rate-limit.config.js';
@@ -31,6 +32,7 @@ const PROVIDERS: Provider[] = [
   RoutePlanner,
   { provide: APP_GUARD, useClass: RateLimitGuard },
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
+  WsGatewayFilters, // Nest gives gateways no app-wide filter: the module's filter, on each gateway
 ];
 
 /**
