@@ -1,11 +1,11 @@
 import { Controller, Get, Param, type ExecutionContext } from '@nestjs/common';
 import { RateLimit } from '../../lib/index.js';
-import type { UserRequest } from '../users/user.interface.js';
+import { requestUser } from '../users/request-user.js';
 import { QuoteSymbolPipe } from './quote-symbol.pipe.js';
 import { QuotesService, type Quote } from './quotes.service.js';
 
 function paidUser(context: ExecutionContext) {
-  const user = context.switchToHttp().getRequest<UserRequest>().user;
+  const user = requestUser(context.switchToHttp().getRequest());
   return user?.plan === 'paid' ? user : undefined;
 }
 

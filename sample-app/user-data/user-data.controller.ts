@@ -1,5 +1,6 @@
 import { Controller, Get, Req } from '@nestjs/common';
 import { RateLimit } from '../../lib/index.js';
+import { requestUser } from '../users/request-user.js';
 import type { UserRequest } from '../users/user.interface.js';
 import { UserIdKeyResolver } from './user-id.key-resolver.js';
 
@@ -8,6 +9,7 @@ export class UserDataController {
   @Get()
   @RateLimit('10/minute', { key: UserIdKeyResolver })
   getUserData(@Req() request: UserRequest): { message: string } {
-    return { message: request.user ? `Data for user ${request.user.id}` : 'Data for anonymous user' };
+    const user = requestUser(request);
+    return { message: user ? `Data for user ${user.id}` : 'Data for anonymous user' };
   }
 }

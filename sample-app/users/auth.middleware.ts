@@ -5,6 +5,7 @@ import { UsersService } from './users.service.js';
 /**
  * Sets `req.user` for a known bearer token. A middleware, not a guard, because the global
  * rate-limit guard runs before any controller guard and its key functions need the user.
+ * On Fastify, `req` is the raw Node request: read the user with `requestUser()`.
  */
 @Injectable()
 export class AuthMiddleware implements NestMiddleware {
