@@ -2,6 +2,7 @@ import {
   Inject,
   Injectable,
   InternalServerErrorException,
+  IntrinsicException,
   Logger,
   type CanActivate,
   type ExecutionContext,
@@ -207,7 +208,8 @@ export class RateLimitGuard implements CanActivate {
       this.reportedUnserved.add(context.getHandler());
       this.logger.error(message);
     }
-    throw new Error(message);
+    // Intrinsic: Nest's exception handlers would otherwise log it again on every call (with a stack)
+    throw new IntrinsicException(message);
   }
 
   /**
