@@ -4,6 +4,7 @@ import { AuthController } from './auth/auth.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { ItemsController } from './items/items.controller.js';
 import { QuotesController } from './quotes/quotes.controller.js';
+import { QuotesGateway } from './quotes/quotes.gateway.js';
 import { QuotesService } from './quotes/quotes.service.js';
 import { UserDataController } from './user-data/user-data.controller.js';
 import { UserIdKeyResolver } from './user-data/user-id.key-resolver.js';
@@ -24,7 +25,7 @@ export class AppModule implements NestModule {
       imports: [RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' } })],
       controllers: [QuotesController, AuthController, ItemsController, UserDataController, HealthController],
       // UserIdKeyResolver is a provider so the rate-limit guard gets it, with UsersService, from DI.
-      providers: [UsersService, QuotesService, UserIdKeyResolver],
+      providers: [UsersService, QuotesService, UserIdKeyResolver, QuotesGateway],
     };
   }
 
