@@ -1,8 +1,11 @@
 import { Module, type DynamicModule, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
+import { GraphQLModule } from '@nestjs/graphql';
 import { RateLimitModule, type RateLimitModuleOptions } from '../lib/index.js';
 import { AuthController } from './auth/auth.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { ItemsController } from './items/items.controller.js';
+import { QuoteResolver } from './quotes/quote.resolver.js';
 import { QuotesController } from './quotes/quotes.controller.js';
 import { QuotesGateway } from './quotes/quotes.gateway.js';
 import { QuotesService } from './quotes/quotes.service.js';
@@ -22,10 +25,19 @@ export class AppModule implements NestModule {
   static register(options: AppModuleOptions = {}): DynamicModule {
     return {
       module: AppModule,
-      imports: [RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' } })],
+      imports: [
+        RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' } }),
+        // POST /graphql, schema built in memory. Express calls `context` with { req, res }, Fastify with
+        // (request, reply): either way the context keeps the response, for the rate-limit headers.
+        GraphQLModule.forRoot<ApolloDriverConfig>({
+          driver: ApolloDriver,
+          autoSchemaFile: true,
+          context: (http: object, reply?: object) => (reply === undefined ? http : { req: http, reply }),
+        }),
+      ],
       controllers: [QuotesController, AuthController, ItemsController, UserDataController, HealthController],
       // UserIdKeyResolver is a provider so the rate-limit guard gets it, with UsersService, from DI.
-      providers: [UsersService, QuotesService, UserIdKeyResolver, QuotesGateway],
+      providers: [UsersService, QuotesService, UserIdKeyResolver, QuotesGateway, QuoteResolver],
     };
   }
 

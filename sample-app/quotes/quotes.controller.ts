@@ -1,13 +1,8 @@
-import { Controller, Get, Param, type ExecutionContext } from '@nestjs/common';
+import { Controller, Get, Param } from '@nestjs/common';
 import { RateLimit } from '../../lib/index.js';
-import { requestUser } from '../users/request-user.js';
+import { QUOTES_BUCKET, quoteKey, quoteRate } from './quote-rate-limit.js';
 import { QuoteSymbolPipe } from './quote-symbol.pipe.js';
 import { QuotesService, type Quote } from './quotes.service.js';
-
-function paidUser(context: ExecutionContext) {
-  const user = requestUser(context.switchToHttp().getRequest());
-  return user?.plan === 'paid' ? user : undefined;
-}
 
 @Controller('quotes')
 export class QuotesController {
@@ -16,14 +11,10 @@ export class QuotesController {
   /**
    * Paid users get 1000/minute on their own budget, wherever they call from. Everyone else,
    * free users included, shares the 100/minute of their IP: a free token buys no extra quota.
+   * The GraphQL `quote` query draws on the same budget: the same bucket.
    */
   @Get(':symbol')
-  @RateLimit((context) => (paidUser(context) ? '1000/minute' : '100/minute'), {
-    key: (context) => {
-      const user = paidUser(context);
-      return user ? `user:${user.id}` : undefined; // undefined: the client IP
-    },
-  })
+  @RateLimit(quoteRate, { key: quoteKey, bucket: QUOTES_BUCKET })
   getQuote(@Param('symbol', QuoteSymbolPipe) symbol: string): Quote {
     return this.quotes.getQuote(symbol);
   }

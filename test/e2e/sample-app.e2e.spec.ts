@@ -126,11 +126,11 @@ describe.each(HTTP_PLATFORMS)('sample app on %s', (platform) => {
 
       it('gives paid users their own 1000/minute budget; free users share the IP budget', async () => {
         const anonymous = await http().get('/quotes/AAPL').expect(200);
-        expect(anonymous.headers['ratelimit-policy']).toBe('"QuotesController.getQuote";q=100;w=60');
+        expect(anonymous.headers['ratelimit-policy']).toBe('"quotes";q=100;w=60');
         expect(remaining(anonymous)).toBe(99);
 
         const paid = await http().get('/quotes/AAPL').set(PAID).expect(200);
-        expect(paid.headers['ratelimit-policy']).toBe('"QuotesController.getQuote";q=1000;w=60');
+        expect(paid.headers['ratelimit-policy']).toBe('"quotes";q=1000;w=60');
         expect(remaining(paid)).toBe(999);
         expect(remaining(await http().get('/quotes/AAPL').set(PAID).expect(200))).toBe(998);
 
@@ -139,7 +139,7 @@ describe.each(HTTP_PLATFORMS)('sample app on %s', (platform) => {
 
         // ...but a free token is just another request from this IP.
         const free = await http().get('/quotes/AAPL').set(FREE).expect(200);
-        expect(free.headers['ratelimit-policy']).toBe('"QuotesController.getQuote";q=100;w=60');
+        expect(free.headers['ratelimit-policy']).toBe('"quotes";q=100;w=60');
         expect(remaining(free)).toBe(97);
 
         // An unknown token is anonymous.
@@ -160,7 +160,7 @@ describe.each(HTTP_PLATFORMS)('sample app on %s', (platform) => {
 
         const denied = await http().get('/quotes/IBM');
         expectTooManyRequests(denied);
-        expect(denied.headers['ratelimit']).toMatch(/^"QuotesController\.getQuote";r=0;t=\d+$/);
+        expect(denied.headers['ratelimit']).toMatch(/^"quotes";r=0;t=\d+$/);
         await http().get('/quotes/IBM').set(FREE).expect(429);
 
         const paid = await http().get('/quotes/IBM').set(PAID).expect(200);
