@@ -5,7 +5,7 @@ import { HeaderKeyResolver, RateLimit, RedisStorage } from '../../lib/index.js';
 import { expectTooManyRequests } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
-import { createScenarioApp } from '../support/scenario-app.js';
+import { createScenarioApp, HTTP_PLATFORMS } from '../support/scenario-app.js';
 
 /** One budget, two failure policies. */
 @Controller()
@@ -23,7 +23,7 @@ class QuoteController {
   }
 }
 
-describe('the block cache while Redis is down', () => {
+describe.each(HTTP_PLATFORMS)('the block cache while Redis is down, on %s', (platform) => {
   let redis: ControllableRedis;
   let app: INestApplication | undefined;
   beforeAll(async () => {
@@ -40,7 +40,7 @@ describe('the block cache while Redis is down', () => {
       storage: new RedisStorage({ url: redis.url, clock: clock.now }),
       onStorageError: 'allow',
       circuitBreaker: { failureThreshold: 2, cooldownMs: 60_000 },
-    });
+    }, { platform });
     const http = request(app.getHttpServer());
     const as = (client: string, path: string) => http.get(path).set('x-client', client);
     for (let i = 0; i < 3; i++) await as('flooder', '/allow').expect(200);

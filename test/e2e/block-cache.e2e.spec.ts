@@ -4,7 +4,7 @@ import request from 'supertest';
 import { RateLimit, RedisStorage } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startPrivateRedis, type TestRedis } from '../support/redis-server.js';
-import { createScenarioApp } from '../support/scenario-app.js';
+import { createScenarioApp, HTTP_PLATFORMS } from '../support/scenario-app.js';
 import { scriptCalls } from '../support/assertions.js';
 
 @Controller()
@@ -16,14 +16,17 @@ class FloodController {
   }
 }
 
-describe('the local block cache', () => {
+describe.each(HTTP_PLATFORMS)('the local block cache on %s', (platform) => {
   let redis: TestRedis;
   let app: INestApplication | undefined;
   beforeAll(async () => {
     redis = await startPrivateRedis(); // counts script calls server-wide: a server of its own
   });
-  afterAll(async () => {
+  afterEach(async () => {
     await app?.close();
+    app = undefined;
+  });
+  afterAll(async () => {
     await redis?.stop();
   });
 
@@ -32,7 +35,7 @@ describe('the local block cache', () => {
   it('answers a flooding client without a Redis call until its retry-after ends, with correct 429s', async () => {
     await redis.flush();
     const clock = new FakeClock(Date.UTC(2030, 0, 1, 8, 0, 20));
-    app = await createScenarioApp([FloodController], { storage: new RedisStorage({ url: redis.url, clock: clock.now }) });
+    app = await createScenarioApp([FloodController], { storage: new RedisStorage({ url: redis.url, clock: clock.now }) }, { platform });
     const http = request(app.getHttpServer());
     for (let i = 0; i < 3; i++) await http.get('/quote').expect(200);
     const first = await http.get('/quote').expect(429); // Redis says no, and for how long
@@ -53,9 +56,8 @@ describe('the local block cache', () => {
   });
 
   it('can be turned off', async () => {
-    await app?.close();
     await redis.flush();
-    app = await createScenarioApp([FloodController], { storage: { type: 'redis', url: redis.url, blockCache: false } });
+    app = await createScenarioApp([FloodController], { storage: { type: 'redis', url: redis.url, blockCache: false } }, { platform });
     const http = request(app.getHttpServer());
     for (let i = 0; i < 4; i++) await http.get('/quote');
     await redis.client().config('RESETSTAT');

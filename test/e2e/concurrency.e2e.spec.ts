@@ -3,7 +3,7 @@ import { Controller, Get, type INestApplication } from '@nestjs/common';
 import { RateLimit, RedisStorage } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
-import { createScenarioApp } from '../support/scenario-app.js';
+import { createScenarioApp, HTTP_PLATFORMS } from '../support/scenario-app.js';
 
 @Controller()
 class QuotaController {
@@ -14,7 +14,7 @@ class QuotaController {
   }
 }
 
-describe('two app instances sharing one Redis', () => {
+describe.each(HTTP_PLATFORMS)('two app instances on %s sharing one Redis', (platform) => {
   let redis: TestRedis;
   const apps: INestApplication[] = [];
 
@@ -31,7 +31,7 @@ describe('two app instances sharing one Redis', () => {
     const clock = new FakeClock(Date.UTC(2030, 0, 1, 12, 30));
     const urls: string[] = [];
     for (let i = 0; i < 2; i++) {
-      const app = await createScenarioApp([QuotaController], { storage: new RedisStorage({ url: redis.url, clock: clock.now }) });
+      const app = await createScenarioApp([QuotaController], { storage: new RedisStorage({ url: redis.url, clock: clock.now }) }, { platform });
       apps.push(app);
       await app.listen(0, '127.0.0.1');
       urls.push(`${await app.getUrl()}/quota`);

@@ -12,11 +12,14 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BUILD_ROOT = join(ROOT, '.test-build');
 const BUILD = join(BUILD_ROOT, `run-${process.pid}`);
 const MAIN = join(BUILD, 'sample-app', 'main.js');
-const INSTANCES = 3;
+/** The platform of each instance (SAMPLE_ADAPTER): Express and Fastify share one budget. */
+const PLATFORMS = ['express', 'fastify', 'express'] as const;
+const INSTANCES = PLATFORMS.length;
 const REQUESTS = 600;
 const LIMIT = 5; // GET /items: 5/minute per IP
 
 interface Instance {
+  readonly platform: string;
   readonly port: number;
   readonly child: ChildProcess;
   log: string;
@@ -38,7 +41,7 @@ function terminate(child: ChildProcess): Promise<string> {
 async function waitForHealth(instance: Instance): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
-    if (instance.child.exitCode !== null) throw new Error(`sample app exited (${instance.child.exitCode}):\n${instance.log}`);
+    if (instance.child.exitCode !== null) throw new Error(`sample app on ${instance.platform} exited (${instance.child.exitCode}):\n${instance.log}`);
     const ok = await fetch(`http://127.0.0.1:${instance.port}/health`).then(
       async (res) => (await res.arrayBuffer(), res.status === 200),
       () => false,
@@ -46,7 +49,7 @@ async function waitForHealth(instance: Instance): Promise<void> {
     if (ok) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`sample app on port ${instance.port} not healthy within 20 s:\n${instance.log}`);
+  throw new Error(`sample app on ${instance.platform}, port ${instance.port}, not healthy within 20 s:\n${instance.log}`);
 }
 
 /** Milliseconds since the epoch by Redis's clock, which is what the Lua script windows by. */
@@ -55,7 +58,7 @@ async function redisNow(client: Redis): Promise<number> {
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 
-describe('the sample app as separate processes on one Redis', () => {
+describe('the sample app as separate processes, on Express and on Fastify, on one Redis', () => {
   let redis: TestRedis;
   let admin: Redis;
   const instances: Instance[] = [];
@@ -68,14 +71,14 @@ describe('the sample app as separate processes on one Redis', () => {
       // Type errors still emit JS; only a missing entry point stops the test.
       if (!existsSync(MAIN)) throw new Error(`tsc produced no ${MAIN}:\n${error.stdout ?? String(error)}`);
     });
-    for (let i = 0; i < INSTANCES; i++) {
+    for (const platform of PLATFORMS) {
       const port = await freePort();
       const child = spawn(process.execPath, [MAIN], {
         cwd: ROOT,
-        env: { ...process.env, PORT: String(port), REDIS_URL: redis.url },
+        env: { ...process.env, PORT: String(port), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
-      const instance: Instance = { port, child, log: '' };
+      const instance: Instance = { platform, port, child, log: '' };
       child.stdout!.on('data', (chunk: Buffer) => (instance.log += chunk.toString()));
       child.stderr!.on('data', (chunk: Buffer) => (instance.log += chunk.toString()));
       instances.push(instance);

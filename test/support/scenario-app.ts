@@ -1,6 +1,6 @@
 import type { INestApplication, ModuleMetadata, NestApplicationOptions, Type } from '@nestjs/common';
 import { ExpressAdapter } from '@nestjs/platform-express';
-import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test, type TestingModule } from '@nestjs/testing';
 import type { Express } from 'express';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -39,6 +39,8 @@ export async function createHttpApp(moduleRef: TestingModule, options: HttpAppOp
   const { platform = 'express', trustProxy, forceCloseConnections, beforeInit, fastifyServerFactory } = options;
   if (platform === 'fastify') {
     if (typeof trustProxy === 'number') throw new Error('Fastify takes no hop count for trustProxy: give the proxies\' addresses');
+    // loaded only here: the specs that never ask for Fastify do not pay for loading it
+    const { FastifyAdapter } = await import('@nestjs/platform-fastify');
     const adapter = new FastifyAdapter({
       ...(trustProxy === undefined ? {} : { trustProxy }),
       ...(fastifyServerFactory === undefined ? {} : { serverFactory: fastifyServerFactory }),
