@@ -389,6 +389,17 @@ describe.each(storageKinds(() => redis))('GraphQL on $name storage', (target: St
     ]);
   });
 
+  it("with guards on field resolvers, defaultLimit counts every field-resolver call too", async () => {
+    const app = await serve({ defaultLimit: '4/minute' }, { graphql: { fieldResolverEnhancers: ['guards'] } });
+    // two quotes, each a check of its own rule and of the default; each history field one more of the default
+    const query = '{ a: quote(symbol: "A") { history } b: quote(symbol: "B") { history } }';
+    const response = await operation(app, query).expect(200);
+    expect(response.body.data).toEqual({ a: { history: 'A history' }, b: { history: 'B history' } });
+    expect(response.headers['ratelimit-policy']).toBe('"QuoteResolver.history";q=2;w=60, "default";q=4;w=60');
+    const next = '{ m: market }';
+    expect((await operation(app, next)).body).toEqual({ data: { m: null }, errors: [rateLimited(next, ['m'], 40)] });
+  });
+
   it('leaves field resolvers unchecked where the app does not enable guards on them', async () => {
     const app = await serve();
     const query = '{ a: quote(symbol: "A") { history } b: quote(symbol: "B") { history } c: quote(symbol: "C") { history } }';
