@@ -1,12 +1,13 @@
 import 'reflect-metadata';
 import { jest } from '@jest/globals';
-import { Logger, type ExecutionContext, type INestApplication } from '@nestjs/common';
-import { MessageBody, SubscribeMessage, WebSocketGateway, type OnGatewayConnection } from '@nestjs/websockets';
+import { Catch, Logger, UseFilters, type ArgumentsHost, type ExceptionFilter, type ExecutionContext, type INestApplication } from '@nestjs/common';
+import { MessageBody, SubscribeMessage, WebSocketGateway, WsException, type OnGatewayConnection } from '@nestjs/websockets';
 import type { IncomingMessage } from 'node:http';
 import {
   HeaderKeyResolver,
   IpKeyResolver,
   RateLimit,
+  RateLimitExceededException,
   RateLimitModule,
   RedisStorage,
   SkipRateLimit,
@@ -145,6 +146,53 @@ class PlainGateway {
 }
 
 const answer = (event: string, data: unknown = 'ok') => ({ event, data });
+
+/** Answers any exception with a `custom` event: `ws` sockets have `send`, socket.io's `emit`. */
+@Catch()
+class CatchAllFilter implements ExceptionFilter {
+  catch(exception: unknown, host: ArgumentsHost) {
+    const client = host.switchToWs().getClient<{ readyState?: number; send(data: string): void; emit(event: string, data: unknown): void }>();
+    const data = exception instanceof RateLimitExceededException ? 'refused' : 'other';
+    if (typeof client.readyState === 'number') client.send(JSON.stringify({ event: 'custom', data }));
+    else client.emit('custom', data);
+  }
+}
+
+/** Catches only WsException: refusals are not its business. */
+@Catch(WsException)
+class WsErrorFilter implements ExceptionFilter {
+  catch(_exception: WsException, host: ArgumentsHost) {
+    CatchAllFilter.prototype.catch(new Error('ws'), host);
+  }
+}
+
+/** Filters of the app's own, on the gateway and on a handler. */
+@WebSocketGateway()
+@UseFilters(new WsErrorFilter())
+@RateLimit('1/minute')
+class FilteredGateway {
+  @SubscribeMessage('plain')
+  plain() {
+    return { event: 'plain', data: 'ok' };
+  }
+
+  @SubscribeMessage('caught')
+  @UseFilters(new CatchAllFilter())
+  caught() {
+    return { event: 'caught', data: 'ok' };
+  }
+}
+
+/** A catch-all on the gateway itself. */
+@WebSocketGateway()
+@UseFilters(new CatchAllFilter())
+@RateLimit('1/minute')
+class CatchAllGateway {
+  @SubscribeMessage('any')
+  any() {
+    return { event: 'any', data: 'ok' };
+  }
+}
 
 /** Apps and clients a test opened, closed after it so Jest exits cleanly. */
 const apps: INestApplication[] = [];
@@ -323,6 +371,21 @@ describe.each(WS_PLATFORMS)('WebSockets on %s', (platform) => {
       expect(key('2001:db8:1:3::1')).toBe('ip:2001:db8:1:3::/64');
       expect(key('::ffff:203.0.113.7')).toBe('ip:203.0.113.7');
       expect(key('203.0.113.7')).toBe('ip:203.0.113.7');
+    });
+  });
+
+  describe("the app's own exception filters", () => {
+    it("come first: a catch-all on the handler or the gateway takes the refusal; a filter of other exceptions leaves it to the module", async () => {
+      const client = await connect(platform, await serve(platform, FilteredGateway, {}));
+      expect(await client.ask('plain')).toEqual(answer('plain'));
+      expect(await client.ask('plain')).toEqual(rateLimited(expect.any(Number) as unknown as number));
+      expect(await client.ask('caught')).toEqual(answer('caught'));
+      expect(await client.ask('caught')).toEqual(answer('custom', 'refused'));
+
+      const caught = await connect(platform, await serve(platform, CatchAllGateway, {}));
+      expect(await caught.ask('any')).toEqual(answer('any'));
+      expect(await caught.ask('any')).toEqual(answer('custom', 'refused'));
+      expect(errors).toEqual([]);
     });
   });
 
