@@ -146,7 +146,7 @@ describe.each(storageKinds(() => redis))('hostile input on $name storage', (kind
       fastifyServerFactory: (handler) => (server = createServer(serverOptions, handler)),
     });
     if (platform === 'express') {
-      server = createServer(serverOptions, app.getHttpAdapter().getInstance<Express>());
+      server = createServer(serverOptions, app.getHttpAdapter().getInstance() as Express);
       await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
     } else {
       await app.listen(0, '127.0.0.1');
