@@ -9,10 +9,19 @@ interface RpcContextLike {
 }
 
 /**
- * Microservices: each message is one check. The default key is a TCP client's address; other
- * transports (Redis, NATS, Kafka...) carry none, so their limited handlers need a `key`. A denial
- * fails the message with `{ status: 'error', code: 'RATE_LIMITED', message, retryAfter }`, which
- * is what `client.send(...)` rejects with. Key resolvers read the transport's context object.
+ * Microservices: each message is one check, `@MessagePattern` requests and `@EventPattern` events
+ * alike. The default key is a TCP client's address; other transports (Redis, NATS, Kafka...) carry
+ * none, so their limited handlers need a `key`, or every message fails (with Nest's "Internal
+ * server error" and a logged error naming the handler) rather than pass unlimited.
+ *
+ * A denial fails the message with `{ status: 'error', code: 'RATE_LIMITED', message, retryAfter }`
+ * (`STORAGE_UNAVAILABLE` under the `deny` failure policy), which is what `client.send(...)` rejects
+ * with; a denied event is dropped, as a failed event handler is. Key resolvers read the
+ * transport's context object (`TcpContext`, `NatsContext`...); the message is
+ * `context.switchToRpc().getData()`.
+ *
+ * In a hybrid app, Nest gives a microservice the app's global guard and filter only when it is
+ * connected with `{ inheritAppConfig: true }`; without it, its handlers are not limited at all.
  */
 export const rpcContext: RateLimitContextAdapter = {
   type: 'rpc',
