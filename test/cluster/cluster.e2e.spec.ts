@@ -58,7 +58,7 @@ describe('sample app on Redis Cluster', () => {
   it('GET /quotes: paid users get their own 1000/minute budget; free users share the IP budget', async () => {
     expect(remaining(await http().get('/quotes/AAPL').expect(200))).toBe(99);
     const paid = await http().get('/quotes/AAPL').set(PAID).expect(200);
-    expect(paid.headers['ratelimit-policy']).toBe('"QuotesController.getQuote";q=1000;w=60');
+    expect(paid.headers['ratelimit-policy']).toBe('"quotes";q=1000;w=60');
     expect(remaining(paid)).toBe(999);
     expect(remaining(await http().get('/quotes/AAPL').set(PAID).expect(200))).toBe(998);
     expect(remaining(await http().get('/quotes/AAPL').expect(200))).toBe(98);
