@@ -8,6 +8,7 @@ import {
 } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD, DiscoveryModule } from '@nestjs/core';
 import { WsGatewayFilters } from './contexts/ws-gateway-filters.js';
+import { MessageHandlerEnhancers } from './contexts/message-handler-enhancers.js';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
 import { RATE_LIMIT_CONFIG, resolveConfig } from './rate-limit.config.js';
@@ -30,9 +31,11 @@ const PROVIDERS: Provider[] = [
     inject: [RATE_LIMIT_MODULE_OPTIONS],
   },
   RoutePlanner,
-  { provide: APP_GUARD, useClass: RateLimitGuard },
+  RateLimitGuard,
+  { provide: APP_GUARD, useExisting: RateLimitGuard },
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
   WsGatewayFilters, // Nest gives gateways no app-wide filter: the module's filter, on each gateway
+  MessageHandlerEnhancers, // nor hybrid apps' microservices their guards, without inheritAppConfig
 ];
 
 /**

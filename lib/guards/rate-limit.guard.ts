@@ -31,6 +31,13 @@ import {
 } from '../storage/rate-limit-storage.interface.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
 
+/**
+ * The arguments of RPC messages checked so far. A message meets the guard twice when it runs both
+ * as a global guard and as its handler's own (MessageHandlerEnhancers); shared by every instance,
+ * since the handler's may come from another app built in the same process.
+ */
+const checkedMessages = new WeakSet<object>();
+
 /** The `allow` policy's answer during an outage: let the request through, uncounted. */
 const UNLIMITED = Symbol('unlimited');
 
@@ -58,8 +65,15 @@ export class RateLimitGuard implements CanActivate {
   }
 
   canActivate(context: ExecutionContext): MaybePromise<boolean> {
+    const type = context.getType();
+    if (type === 'rpc') {
+      // message handlers also carry this guard as their own (MessageHandlerEnhancers): one check
+      const args = context.getArgs();
+      if (checkedMessages.has(args)) return true;
+      checkedMessages.add(args);
+    }
     const plan = this.planner.planFor(context);
-    if (context.getType() !== 'http' && contextAdapterFor(context.getType()) === undefined) {
+    if (type !== 'http' && contextAdapterFor(type) === undefined) {
       return then(plan, (ready) => ready.exempt || this.unserved(context));
     }
     return isPromiseLike(plan) ? plan.then((ready) => this.start(ready, context)) : this.start(plan, context);

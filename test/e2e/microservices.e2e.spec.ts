@@ -429,17 +429,21 @@ describe('microservices (TCP transport)', () => {
       const denied = await http.get('/quote').expect(429);
       expect(denied.body).toEqual({ statusCode: 429, error: 'Too Many Requests', message: 'Rate limit exceeded', retryAfter: 60 });
       expect([runs('http'), runs('rpc')]).toEqual([1, 2]);
+      expect(storage.keys).toHaveLength(5); // one check per message, though the guard runs twice (global and the handler's)
       expect(new Set(storage.keys.map((key) => /\{(.*)\}/.exec(key)?.[1]))).toEqual(new Set(['ip:127.0.0.1']));
     });
 
-    it("in a hybrid app connected without inheritAppConfig, Nest gives the microservice none of the app's global guards: unlimited, hence the documented option", async () => {
+    it('in a hybrid app connected without inheritAppConfig, still limits the microservice: its handlers carry the guard and filter themselves', async () => {
+      // Nest gives such a microservice none of the app's global guards or filters
       const { http, client } = await serveHybrid(false);
-      for (let i = 0; i < 5; i++) expect(await send(client, 'quote')).toEqual({ price: 42 });
-      expect(runs('rpc')).toBe(5);
-      expect(storage.keys).toEqual([]); // never checked
-      // HTTP stays limited
-      for (let i = 0; i < 3; i++) await http.get('/quote').expect(200);
-      await http.get('/quote').expect(429);
+      for (let i = 0; i < 3; i++) expect(await send(client, 'quote')).toEqual({ price: 42 });
+      await expect(send(client, 'quote')).rejects.toEqual(RATE_LIMITED(60));
+      expect(runs('rpc')).toBe(3);
+      expect(storage.keys).toHaveLength(4); // one check per message, not two
+      // one budget per address across HTTP and RPC
+      const denied = await http.get('/quote').expect(429);
+      expect(denied.body).toEqual({ statusCode: 429, error: 'Too Many Requests', message: 'Rate limit exceeded', retryAfter: 60 });
+      expect(runs('http')).toBe(0);
     });
   });
 });
