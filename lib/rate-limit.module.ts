@@ -7,8 +7,7 @@ import {
   type Provider,
 } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD, DiscoveryModule } from '@nestjs/core';
-import { WsGatewayFilters } from './contexts/ws-gateway-filters.js';
-import { MessageHandlerEnhancers } from './contexts/message-handler-enhancers.js';
+import { TransportEnhancers } from './contexts/transport-enhancers.js';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
 import { RATE_LIMIT_CONFIG, resolveConfig } from './rate-limit.config.js';
@@ -34,8 +33,7 @@ const PROVIDERS: Provider[] = [
   RateLimitGuard,
   { provide: APP_GUARD, useExisting: RateLimitGuard },
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
-  WsGatewayFilters, // Nest gives gateways no app-wide filter: the module's filter, on each gateway
-  MessageHandlerEnhancers, // nor hybrid apps' microservices their guards, without inheritAppConfig
+  TransportEnhancers, // the guard and filter where Nest applies no app-wide ones: gateways, hybrid microservices
 ];
 
 /**

@@ -1,5 +1,6 @@
 import type { ArgumentsHost, ExecutionContext } from '@nestjs/common';
 import type { RateLimitExceededDetails } from '../exceptions/rate-limit-exceeded.exception.js';
+import { requestAddress, type AddressedRequest } from '../keys/client-ip.js';
 import { mostConstraining, rateLimitHeaders, type RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
 import type { RateLimitDecision, RateLimitResult } from '../storage/rate-limit-decision.js';
 import { setHttpHeader } from './http.context-adapter.js';
@@ -85,10 +86,7 @@ function graphqlError(refusal: RateLimitRefusal): Error {
 export const graphqlContext: RateLimitContextAdapter = {
   type: 'graphql',
   request: httpRequestOf,
-  clientAddress: (context) => {
-    const request = httpRequestOf(context) as { ip?: string; socket?: { remoteAddress?: string } } | undefined;
-    return request?.ip ?? request?.socket?.remoteAddress;
-  },
+  clientAddress: (context) => requestAddress(httpRequestOf(context) as AddressedRequest | undefined),
   admitted(context: ExecutionContext, result: RateLimitResult, policy: string, mode: RateLimitHeaderMode) {
     const response = httpResponseOf(context);
     if (response === undefined || mode === false) return;

@@ -1,5 +1,6 @@
 import { ServerResponse } from 'node:http';
 import type { ArgumentsHost, ExecutionContext } from '@nestjs/common';
+import { requestAddress } from '../keys/client-ip.js';
 import { forEachRateLimitHeader, type RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
 import type { RateLimitContextAdapter, RateLimitRefusal } from './rate-limit-context-adapter.interface.js';
@@ -32,10 +33,7 @@ export function setHttpHeader(response: unknown, name: string, value: string): v
 export const httpContext: RateLimitContextAdapter = {
   type: 'http',
   request: (context) => context.getArgByIndex(0),
-  clientAddress: (context) => {
-    const request = context.getArgByIndex<{ ip?: string; socket?: { remoteAddress?: string } }>(0);
-    return request.ip ?? request.socket?.remoteAddress;
-  },
+  clientAddress: (context) => requestAddress(context.getArgByIndex(0)),
   admitted(context: ExecutionContext, result: RateLimitResult, policy: string, mode: RateLimitHeaderMode) {
     forEachRateLimitHeader(mode, result, policy, context.getArgByIndex(1), setHttpHeader);
   },

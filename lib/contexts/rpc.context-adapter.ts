@@ -20,8 +20,8 @@ interface RpcContextLike {
  * transport's context object (`TcpContext`, `NatsContext`...); the message is
  * `context.switchToRpc().getData()`.
  *
- * In a hybrid app, Nest gives a microservice the app's global guard and filter only when it is
- * connected with `{ inheritAppConfig: true }`; without it, its handlers are not limited at all.
+ * In a hybrid app connected without `{ inheritAppConfig: true }`, Nest gives the microservice no
+ * global guard or filter: message handlers carry the module's own (see TransportEnhancers).
  */
 export const rpcContext: RateLimitContextAdapter = {
   type: 'rpc',

@@ -33,7 +33,7 @@ import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js'
 
 /**
  * The arguments of RPC messages checked so far. A message meets the guard twice when it runs both
- * as a global guard and as its handler's own (MessageHandlerEnhancers); shared by every instance,
+ * as a global guard and as its handler's own (TransportEnhancers); shared by every instance,
  * since the handler's may come from another app built in the same process.
  */
 const checkedMessages = new WeakSet<object>();
@@ -67,7 +67,7 @@ export class RateLimitGuard implements CanActivate {
   canActivate(context: ExecutionContext): MaybePromise<boolean> {
     const type = context.getType();
     if (type === 'rpc') {
-      // message handlers also carry this guard as their own (MessageHandlerEnhancers): one check
+      // message handlers also carry this guard as their own (TransportEnhancers): one check
       const args = context.getArgs();
       if (checkedMessages.has(args)) return true;
       checkedMessages.add(args);

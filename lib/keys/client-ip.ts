@@ -1,6 +1,6 @@
 import { isIPv6 } from 'node:net';
 
-interface RequestLike {
+export interface AddressedRequest {
   ip?: string;
   socket?: { remoteAddress?: string };
 }
@@ -9,8 +9,13 @@ interface RequestLike {
  * The client address as the platform resolved it (`req.ip`, so Express's `trust proxy` decides
  * which forwarded hop counts), normalized by {@link normalizeIp}.
  */
-export function clientIp(request: RequestLike): string {
-  return normalizeIp(request.ip ?? request.socket?.remoteAddress) ?? 'unknown';
+export function clientIp(request: AddressedRequest): string {
+  return normalizeIp(requestAddress(request)) ?? 'unknown';
+}
+
+/** The address an HTTP request (Express's or Fastify's) came from, before normalization. */
+export function requestAddress(request: AddressedRequest | undefined): string | undefined {
+  return request?.ip ?? request?.socket?.remoteAddress;
 }
 
 /**
