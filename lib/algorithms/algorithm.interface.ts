@@ -46,6 +46,9 @@ export class AlgorithmOutcome {
  * Redis: `lua` is a Lua function expression `function(key, now, limit, window, burst, cost)`
  * returning `allowed (0|1), remaining, retryAfterMs, resetMs, commit`; `commit()` writes.
  *
+ * `adjust` and `luaAdjust` (`function(key, now, limit, window, burst, units)`, which writes) charge
+ * `units` whatever the limit, or give `-units` back when negative, never past a fresh state.
+ *
  * Both halves evaluate the same expressions in the same order on IEEE doubles, and Lua stores
  * state as packed doubles (`struct.pack`), so they agree to the bit. The conformance suite holds
  * them to it.
@@ -57,7 +60,13 @@ export interface RateLimitAlgorithm {
   /** Whether capacity is `burst` (bucket-like) rather than `limit` (window-like). */
   readonly usesBurst: boolean;
   readonly lua: string;
+  readonly luaAdjust: string;
   check(state: Float64Array, at: number, now: number, rule: AlgorithmRule, cost: number, out: AlgorithmOutcome, log?: number[]): void;
+  /**
+   * Fills `out` with the state after charging `units` (or refunding `-units`); `out.expiresAt <= now`
+   * means the state is now the same as none. A list-based algorithm edits `log` in place instead.
+   */
+  adjust(state: Float64Array, at: number, now: number, rule: AlgorithmRule, units: number, out: AlgorithmOutcome, log?: number[]): void;
   /** For algorithms whose state is a list (one entry per unit) rather than numbers. */
   readonly log?: {
     /** Applies an admitted `out` to the key's list. */

@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { FIXED_WINDOW_LUA } from './fixed-window.lua.js';
+import { FIXED_WINDOW_ADJUST_LUA, FIXED_WINDOW_LUA } from './fixed-window.lua.js';
 
 /** At most `limit` units in each window aligned to the epoch. State: window end, count. */
 export const fixedWindow: RateLimitAlgorithm = {
@@ -7,6 +7,7 @@ export const fixedWindow: RateLimitAlgorithm = {
   code: 'fw',
   usesBurst: false,
   lua: FIXED_WINDOW_LUA,
+  luaAdjust: FIXED_WINDOW_ADJUST_LUA,
   check(state, at, now, { limit, windowMs }, cost, out) {
     const windowEnd = now - (now % windowMs) + windowMs;
     const count = at >= 0 && state[at] === windowEnd ? state[at + 1] : 0;
@@ -23,5 +24,11 @@ export const fixedWindow: RateLimitAlgorithm = {
       out.remaining = limit - count;
       out.retryAfterMs = resetMs;
     }
+  },
+  adjust(state, at, now, { windowMs }, units, out) {
+    const windowEnd = now - (now % windowMs) + windowMs;
+    const count = at >= 0 && state[at] === windowEnd ? state[at + 1] : 0;
+    out.expiresAt = windowEnd;
+    out.a = Math.max(0, count + units);
   },
 };

@@ -18,3 +18,11 @@ export const FIXED_WINDOW_LUA = `function(key, now, limit, window, burst, cost)
   end
   return 0, limit - count, reset, reset, nil
 end`;
+
+export const FIXED_WINDOW_ADJUST_LUA = `function(key, now, limit, window, burst, units)
+  local window_end = now - (now % window) + window
+  local stored_end, stored_count = state(key, 16, '<dd')
+  local count = 0
+  if stored_end == window_end then count = stored_count end
+  redis.call('SET', key, struct.pack('<dd', window_end, math.max(0, count + units)), 'PXAT', window_end)
+end`;

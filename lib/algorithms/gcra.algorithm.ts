@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { GCRA_LUA } from './gcra.lua.js';
+import { GCRA_ADJUST_LUA, GCRA_LUA } from './gcra.lua.js';
 
 /**
  * Generic cell rate algorithm: one unit per emission interval (window / limit), with a tolerance
@@ -10,6 +10,7 @@ export const gcra: RateLimitAlgorithm = {
   code: 'gc',
   usesBurst: true,
   lua: GCRA_LUA,
+  luaAdjust: GCRA_ADJUST_LUA,
   check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const interval = windowMs / limit;
     // An expired state has tat <= now, so this agrees with Lua's max(stored, now).
@@ -30,5 +31,13 @@ export const gcra: RateLimitAlgorithm = {
     out.remaining = (now - (base - burst * interval)) / interval;
     out.retryAfterMs = cost <= burst ? allowAt - now : 0;
     out.resetMs = base - now;
+  },
+  adjust(state, at, now, { limit, windowMs }, units, out) {
+    const interval = windowMs / limit;
+    const base = at < 0 ? now : Math.max(state[at + 1], now);
+    // A refund never puts the schedule behind now: that would bank credit beyond a fresh state.
+    const tat = Math.max(now, base + units * interval);
+    out.expiresAt = now + Math.ceil(tat - now);
+    out.a = tat;
   },
 };

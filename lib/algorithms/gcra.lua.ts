@@ -19,3 +19,14 @@ export const GCRA_LUA = `function(key, now, limit, window, burst, cost)
   if cost <= burst then retry = allow_at - now end
   return 0, (now - (base - burst * interval)) / interval, retry, base - now, nil
 end`;
+
+export const GCRA_ADJUST_LUA = `function(key, now, limit, window, burst, units)
+  local interval = window / limit
+  local stored_tat = state(key, 8, '<d')
+  local base = now
+  if stored_tat then base = math.max(stored_tat, now) end
+  local tat = math.max(now, base + units * interval)
+  local until_idle = math.ceil(tat - now)
+  if until_idle <= 0 then redis.call('DEL', key) return end
+  redis.call('SET', key, struct.pack('<d', tat), 'PXAT', now + until_idle)
+end`;

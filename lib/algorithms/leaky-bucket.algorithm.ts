@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { LEAKY_BUCKET_LUA } from './leaky-bucket.lua.js';
+import { LEAKY_BUCKET_ADJUST_LUA, LEAKY_BUCKET_LUA } from './leaky-bucket.lua.js';
 
 /**
  * A meter that drains at `limit` per window and holds `burst`; a unit that would overflow it is
@@ -10,6 +10,7 @@ export const leakyBucket: RateLimitAlgorithm = {
   code: 'lb',
   usesBurst: true,
   lua: LEAKY_BUCKET_LUA,
+  luaAdjust: LEAKY_BUCKET_ADJUST_LUA,
   check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const level = at < 0 ? 0 : Math.max(0, state[at + 1] - ((now - state[at + 2]) * limit) / windowMs);
     if (level + cost <= burst) {
@@ -29,5 +30,13 @@ export const leakyBucket: RateLimitAlgorithm = {
     out.remaining = burst - level;
     out.retryAfterMs = cost <= burst ? ((level + cost - burst) * windowMs) / limit : 0;
     out.resetMs = (level * windowMs) / limit;
+  },
+  adjust(state, at, now, { limit, windowMs }, units, out) {
+    const level = at < 0 ? 0 : Math.max(0, state[at + 1] - ((now - state[at + 2]) * limit) / windowMs);
+    // A penalty may fill the meter past `burst`: the client then waits for it to drain back.
+    const filled = Math.max(0, level + units);
+    out.expiresAt = now + Math.ceil((filled * windowMs) / limit);
+    out.a = filled;
+    out.b = now;
   },
 };

@@ -17,3 +17,13 @@ export const LEAKY_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
   if cost <= burst then retry = ((level + cost - burst) * window) / limit end
   return 0, burst - level, retry, (level * window) / limit, nil
 end`;
+
+export const LEAKY_BUCKET_ADJUST_LUA = `function(key, now, limit, window, burst, units)
+  local stored_level, measured_at, empty_at = state(key, 24, '<ddd')
+  local level = 0
+  if stored_level and empty_at > now then level = math.max(0, stored_level - ((now - measured_at) * limit) / window) end
+  local filled = math.max(0, level + units)
+  local until_empty = math.ceil((filled * window) / limit)
+  if until_empty <= 0 then redis.call('DEL', key) return end
+  redis.call('SET', key, struct.pack('<ddd', filled, now, now + until_empty), 'PXAT', now + until_empty)
+end`;

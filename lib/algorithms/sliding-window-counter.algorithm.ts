@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { SLIDING_WINDOW_COUNTER_LUA } from './sliding-window-counter.lua.js';
+import { SLIDING_WINDOW_COUNTER_ADJUST_LUA, SLIDING_WINDOW_COUNTER_LUA } from './sliding-window-counter.lua.js';
 
 /**
  * The previous window's count, weighted by how much of it the sliding window still covers, plus
@@ -10,6 +10,7 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
   code: 'sc',
   usesBurst: false,
   lua: SLIDING_WINDOW_COUNTER_LUA,
+  luaAdjust: SLIDING_WINDOW_COUNTER_ADJUST_LUA,
   check(state, at, now, { limit, windowMs }, cost, out) {
     const start = now - (now % windowMs);
     let current = 0;
@@ -45,5 +46,22 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
       out.retryAfterMs = windowMs - elapsed + Math.max(0, windowMs - ((limit - cost) * windowMs) / current);
     }
     out.resetMs = current > 0 ? 2 * windowMs - elapsed : previous > 0 ? windowMs - elapsed : 0;
+  },
+  adjust(state, at, now, { windowMs }, units, out) {
+    const start = now - (now % windowMs);
+    let current = 0;
+    let previous = 0;
+    if (at >= 0 && state[at + 1] === start) {
+      current = state[at + 2];
+      previous = state[at + 3];
+    } else if (at >= 0 && state[at + 1] === start - windowMs) {
+      previous = state[at + 2];
+    }
+    // A refund comes out of this window first; what this window lacks, out of the previous one.
+    const fromCurrent = Math.max(-current, units);
+    out.expiresAt = start + 2 * windowMs;
+    out.a = start;
+    out.b = current + fromCurrent;
+    out.c = Math.max(0, previous + (units - fromCurrent));
   },
 };

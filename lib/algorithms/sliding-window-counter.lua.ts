@@ -34,3 +34,17 @@ export const SLIDING_WINDOW_COUNTER_LUA = `function(key, now, limit, window, bur
   if current > 0 then reset = 2 * window - elapsed elseif previous > 0 then reset = window - elapsed end
   return 0, limit - estimate, retry, reset, nil
 end`;
+
+export const SLIDING_WINDOW_COUNTER_ADJUST_LUA = `function(key, now, limit, window, burst, units)
+  local start = now - (now % window)
+  local stored_start, stored_current, stored_previous = state(key, 24, '<ddd')
+  local current, previous = 0, 0
+  if stored_start == start then
+    current, previous = stored_current, stored_previous
+  elseif stored_start == start - window then
+    previous = stored_current
+  end
+  local from_current = math.max(-current, units)
+  local packed = struct.pack('<ddd', start, current + from_current, math.max(0, previous + (units - from_current)))
+  redis.call('SET', key, packed, 'PXAT', start + 2 * window)
+end`;

@@ -1,5 +1,5 @@
 import type { AlgorithmOutcome, RateLimitAlgorithm } from './algorithm.interface.js';
-import { SLIDING_WINDOW_LOG_LUA } from './sliding-window-log.lua.js';
+import { SLIDING_WINDOW_LOG_ADJUST_LUA, SLIDING_WINDOW_LOG_LUA } from './sliding-window-log.lua.js';
 
 const NO_ENTRIES: readonly number[] = [];
 /** Numbers per entry: when the request came, and the running count of units before and after it. */
@@ -16,6 +16,7 @@ export const slidingWindowLog: RateLimitAlgorithm = {
   code: 'sl',
   usesBurst: false,
   lua: SLIDING_WINDOW_LOG_LUA,
+  luaAdjust: SLIDING_WINDOW_LOG_ADJUST_LUA,
   check(state, at, now, { limit, windowMs }, cost, out, log) {
     const entries = at >= 0 && log !== undefined ? log : NO_ENTRIES;
     // Entries at or before now - window have left the window.
@@ -36,6 +37,27 @@ export const slidingWindowLog: RateLimitAlgorithm = {
     out.remaining = limit - count;
     out.retryAfterMs = cost <= limit ? entries[entryReaching(entries, first, entries[first + 1] + count + cost - limit)] + windowMs - now : 0;
     out.resetMs = count > 0 ? entries[newest] + windowMs - now : 0;
+  },
+  adjust(state, at, now, { windowMs }, units, out, log) {
+    const entries = log!;
+    let first = 0;
+    while (first < entries.length && entries[first] <= now - windowMs) first += ENTRY;
+    if (first > 0) entries.splice(0, first);
+    if (units > 0) {
+      out.a = 0;
+      this.log!.commit(entries, now, units, out);
+    } else if (entries.length > 0) {
+      // A refund takes back the newest units: the entries above the running count it leaves.
+      const target = entries[entries.length - ENTRY + 2] + units;
+      if (target <= entries[1]) {
+        entries.length = 0;
+      } else {
+        const last = entryReaching(entries, 0, target);
+        entries[last + 2] = target;
+        entries.length = last + ENTRY;
+      }
+    }
+    out.expiresAt = entries.length > 0 ? entries[entries.length - ENTRY] + windowMs : now;
   },
   log: {
     commit(log: number[], now: number, cost: number, out: AlgorithmOutcome) {

@@ -7,7 +7,9 @@
  */
 export const SLIDING_WINDOW_LOG_LUA = `function(key, now, limit, window, burst, cost)
   -- Dropping entries that left the window changes no decision, so it may happen before commit.
-  if type(redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now - window)) == 'table' then heal(key) end
+  if type(redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now - window)) == 'table' then
+    if blocked_or_healed(key) then return 0, 0, 0, 0, nil end
+  end
   local oldest = redis.call('ZRANGE', key, 0, 0)[1]
   local first_before, last_after, last_at = 0, 0, 0
   if oldest then
@@ -45,4 +47,44 @@ export const SLIDING_WINDOW_LOG_LUA = `function(key, now, limit, window, burst, 
   local reset = 0
   if count > 0 then reset = last_at + window - now end
   return 0, limit - count, retry, reset, nil
+end`;
+
+export const SLIDING_WINDOW_LOG_ADJUST_LUA = `function(key, now, limit, window, burst, units)
+  if type(redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now - window)) == 'table' then
+    if blocked_or_healed(key) then return end
+  end
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  local last_after, last_at = 0, 0
+  if newest[1] then
+    local first_before = log_entry(redis.call('ZRANGE', key, 0, 0)[1])
+    local _, after = log_entry(newest[1])
+    if first_before and after and after >= first_before then
+      last_after, last_at = after, tonumber(newest[2])
+    else
+      heal(key)
+      newest = {}
+    end
+  end
+  if units > 0 then
+    local at = math.max(now, last_at)
+    redis.call('ZADD', key, at, struct.pack('>dd', last_after, last_after + units))
+    redis.call('PEXPIREAT', key, at + window)
+    return
+  end
+  if not newest[1] then return end
+  -- A refund takes back the newest units: the entries above the running count it leaves.
+  local target = last_after + units
+  local first_before = log_entry(redis.call('ZRANGE', key, 0, 0)[1])
+  if target <= first_before then redis.call('DEL', key) return end
+  local low, high = 0, redis.call('ZCARD', key) - 1
+  while low < high do
+    local middle = math.floor((low + high) / 2)
+    local _, after = log_entry(redis.call('ZRANGE', key, middle, middle)[1])
+    if after and after >= target then high = middle else low = middle + 1 end
+  end
+  local last = redis.call('ZRANGE', key, low, low, 'WITHSCORES')
+  local before = log_entry(last[1])
+  redis.call('ZREMRANGEBYRANK', key, low, -1)
+  redis.call('ZADD', key, last[2], struct.pack('>dd', before, target))
+  redis.call('PEXPIREAT', key, tonumber(last[2]) + window)
 end`;

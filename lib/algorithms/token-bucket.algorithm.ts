@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { TOKEN_BUCKET_LUA } from './token-bucket.lua.js';
+import { TOKEN_BUCKET_ADJUST_LUA, TOKEN_BUCKET_LUA } from './token-bucket.lua.js';
 
 /**
  * A bucket of `burst` tokens, refilled continuously at `limit` per window; a unit takes a token.
@@ -10,6 +10,7 @@ export const tokenBucket: RateLimitAlgorithm = {
   code: 'tb',
   usesBurst: true,
   lua: TOKEN_BUCKET_LUA,
+  luaAdjust: TOKEN_BUCKET_ADJUST_LUA,
   check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const tokens = at < 0 ? burst : Math.min(burst, state[at + 1] + ((now - state[at + 2]) * limit) / windowMs);
     if (cost <= tokens) {
@@ -29,5 +30,13 @@ export const tokenBucket: RateLimitAlgorithm = {
     out.remaining = tokens;
     out.retryAfterMs = cost <= burst ? ((cost - tokens) * windowMs) / limit : 0;
     out.resetMs = ((burst - tokens) * windowMs) / limit;
+  },
+  adjust(state, at, now, { limit, windowMs, burst }, units, out) {
+    const tokens = at < 0 ? burst : Math.min(burst, state[at + 1] + ((now - state[at + 2]) * limit) / windowMs);
+    // A penalty may take the bucket below zero: the client then waits for the debt to refill.
+    const left = Math.min(burst, tokens - units);
+    out.expiresAt = now + Math.ceil(((burst - left) * windowMs) / limit);
+    out.a = left;
+    out.b = now;
   },
 };

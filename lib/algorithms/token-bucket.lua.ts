@@ -17,3 +17,13 @@ export const TOKEN_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
   if cost <= burst then retry = ((cost - tokens) * window) / limit end
   return 0, tokens, retry, ((burst - tokens) * window) / limit, nil
 end`;
+
+export const TOKEN_BUCKET_ADJUST_LUA = `function(key, now, limit, window, burst, units)
+  local stored_tokens, counted_at, full_at = state(key, 24, '<ddd')
+  local tokens = burst
+  if stored_tokens and full_at > now then tokens = math.min(burst, stored_tokens + ((now - counted_at) * limit) / window) end
+  local left = math.min(burst, tokens - units)
+  local until_full = math.ceil(((burst - left) * window) / limit)
+  if until_full <= 0 then redis.call('DEL', key) return end
+  redis.call('SET', key, struct.pack('<ddd', left, now, now + until_full), 'PXAT', now + until_full)
+end`;

@@ -2,7 +2,7 @@ import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
 import { policyName } from '../headers/rate-limit-headers.js';
 import type { ParsedRate } from './parse-rate.js';
-import type { RateLimitRule } from './rate-limit-rule.js';
+import type { RateLimitCount, RateLimitRule } from './rate-limit-rule.js';
 
 export interface BindOptions {
   /** Policy name; rules after the first of several get a window suffix such as `-1m`. */
@@ -12,6 +12,8 @@ export interface BindOptions {
   readonly algorithm: AlgorithmName;
   /** Capacity of bucket-like algorithms; each rule's own limit when absent. */
   readonly burst?: number;
+  readonly blockMs?: number;
+  readonly count?: RateLimitCount;
 }
 
 /** Binds parsed rates to an algorithm and a place in storage. Done once per route, at start-up. */
@@ -28,6 +30,8 @@ export function bindRules(rates: readonly ParsedRate[], options: BindOptions): R
       burst,
       capacity: algorithm.usesBurst ? burst : rate.limit,
       keySuffix: `${options.bucket}:${algorithm.code}${rate.windowMs}`,
+      blockMs: options.blockMs ?? 0,
+      count: options.count ?? 'all',
     };
   });
 }

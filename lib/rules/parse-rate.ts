@@ -77,6 +77,36 @@ function parseOne(part: string, whole: unknown): ParsedRate {
   return { limit, windowMs, text };
 }
 
+const ONE_DURATION = /^([0-9]+)\s*([a-z]+)$/i;
+
+/** Thrown at start-up for a duration (`blockFor`) that does not follow the grammar. */
+export class InvalidDurationError extends Error {
+  constructor(readonly input: unknown, reason: string) {
+    super(
+      `Invalid duration ${describe(input)}: ${reason}. Expected "N unit" such as "30 s", "15 minutes" or "1 hour" ` +
+        '(unit: second, minute, hour or day, singular, plural, or s|m|h|d), or a positive whole number of milliseconds.',
+    );
+    this.name = 'InvalidDurationError';
+  }
+}
+
+/** `'15 minutes'`, `'1 hour'`, `'30 s'` (the units of rates), or milliseconds as a number. */
+export function parseDuration(input: string | number): number {
+  if (typeof input === 'number') {
+    if (!Number.isSafeInteger(input) || input < 1) throw new InvalidDurationError(input, 'milliseconds must be a positive integer');
+    return input;
+  }
+  if (typeof input !== 'string') throw new InvalidDurationError(input, 'expected a string or a number');
+  const match = ONE_DURATION.exec(input.trim());
+  if (!match) throw new InvalidDurationError(input, 'it does not match the grammar');
+  const unitName = match[2].toLowerCase();
+  const unitMs = Object.hasOwn(UNIT_MS, unitName) ? UNIT_MS[unitName] : undefined;
+  if (unitMs === undefined) throw new InvalidDurationError(input, `unknown unit "${match[2]}"`);
+  const ms = Number(match[1]) * unitMs;
+  if (!Number.isSafeInteger(ms) || ms < 1) throw new InvalidDurationError(input, 'it must be positive and at most 2^53 ms');
+  return ms;
+}
+
 function positiveInteger(digits: string, whole: unknown, what: string): number {
   const value = Number(digits);
   if (!Number.isSafeInteger(value) || value < 1) {

@@ -1,5 +1,8 @@
 import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 
+/** `all`: every admitted request keeps its units; `failures` or `successes`: only those do. */
+export type RateLimitCount = 'all' | 'failures' | 'successes';
+
 /** A limit bound to its algorithm and its place in storage, built once at start-up. */
 export interface RateLimitRule {
   /** Policy name shown in the `RateLimit-Policy` header, e.g. `"QuotesController.getQuote"`. */
@@ -15,4 +18,8 @@ export interface RateLimitRule {
   readonly capacity: number;
   /** Storage key after the client's hash tag: `<bucket>:<algorithm code><window>`. */
   readonly keySuffix: string;
+  /** How long a client this rule denies stays denied (`blockFor`); 0 for no block. */
+  readonly blockMs: number;
+  /** Which outcomes keep their units: the others get them back when the request ends. */
+  readonly count: RateLimitCount;
 }

@@ -57,6 +57,16 @@ export class BlockCache {
     return undefined;
   }
 
+  /** Drops what it knows of these keys: their state was reset, or given units back. */
+  forget(keys: Iterable<string>): void {
+    if (this.blocks.size === 0) return;
+    for (const key of keys) this.blocks.delete(key);
+  }
+
+  clear(): void {
+    this.blocks.clear();
+  }
+
   /** Records the denied rules of a result obtained for a request sent at `sentAt`. */
   record(checks: readonly RateLimitCheck[], cost: number, sentAt: number, result: RateLimitResult): void {
     if (result.allowed) {

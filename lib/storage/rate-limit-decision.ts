@@ -42,6 +42,8 @@ export function settleCheck(
   now: number,
   cost: number,
   outcomes: readonly RawOutcome[],
+  /** False for a peek: then `remaining` is what is left now, every rule uncharged. */
+  charged = true,
 ): RateLimitResult {
   let allowed = true;
   for (let i = 0; i < rules.length; i++) allowed &&= outcomes[i].allowed;
@@ -50,7 +52,7 @@ export function settleCheck(
     const { rule } = rules[i];
     const outcome = outcomes[i];
     // A rule that would have admitted the request was not charged when another rule denied it.
-    const left = outcome.allowed && !allowed ? outcome.remaining + cost : outcome.remaining;
+    const left = outcome.allowed && (!allowed || !charged) ? outcome.remaining + cost : outcome.remaining;
     let wait = 0;
     if (!outcome.allowed) wait = cost > rule.capacity ? Infinity : Math.max(0, Math.ceil(outcome.retryAfterMs));
     decisions[i] = {

@@ -43,7 +43,7 @@ export class RedisCheckBatch {
         else if (this.code !== code) this.code = null;
         index = this.rules.size + 1;
         this.rules.set(rule, index);
-        this.ruleArgs.push(code, rule.limit, rule.windowMs, rule.burst);
+        this.ruleArgs.push(code, rule.limit, rule.windowMs, rule.burst, rule.capacity, rule.blockMs);
       }
       this.checkArgs.push(index);
     }

@@ -1,5 +1,6 @@
 import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
 import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
+import { LUA_PRELUDE } from './redis-lua-prelude.js';
 
 /**
  * One script decides a batch of checks in one call. Each check is all or nothing, and is decided
@@ -7,8 +8,12 @@ import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
  *
  * KEYS: the keys of every check, in order; one check's keys share one hash tag.
  * ARGV: now (ms, or '' for the server's TIME), the number of distinct rules R, R times (algorithm
- * code, limit, window, burst), then per check either one rule number (the usual check: one rule,
- * cost 1) or -n, the cost and n rule numbers. Redis pays for every argument, hence the short form.
+ * code, limit, window, burst, capacity, blockFor ms or 0), then per check either one rule number
+ * (the usual check: one rule, cost 1) or -n, the cost and n rule numbers. Redis pays for every
+ * argument, hence the short form.
+ *
+ * A key under a block is denied until it ends (see redis-lua-prelude.ts). A rule with `blockFor`
+ * that denies a request it could ever admit blocks its key, after the check's reads.
  *
  * Reply: per check, per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs). (Not
  * `now`: turning a 13-digit number into a reply costs Redis more than the rest of the reply.) A
@@ -30,82 +35,63 @@ import type { RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
  */
 export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): string {
   return `#!lua
-local healed = {}
-local current_key = 0
-local function heal(key)
-  redis.call('DEL', key)
-  healed[#healed + 1] = current_key
-end
-
-local function finite(value) return value == value and value > -math.huge and value < math.huge end
-
--- The numbers packed under a key, or nothing if there is no key; unreadable state is healed.
-local function state(key, size, format)
-  local stored = redis.pcall('GET', key)
-  if not stored then return nil end
-  if type(stored) == 'string' and #stored == size then
-    local a, b, c = struct.unpack(format, stored)
-    if finite(a) and finite(b) and (c == nil or finite(c)) then return a, b, c end
-  end
-  heal(key)
-  return nil
-end
-
--- A sliding-log member: the running count of units before and after its request.
-local function log_entry(member)
-  if type(member) ~= 'string' or #member ~= 16 then return nil end
-  local before, after = struct.unpack('>dd', member)
-  if finite(before) and finite(after) then return before, after end
-  return nil
-end
+${LUA_PRELUDE}
 
 local algorithms = {}
 ${algorithms.map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`).join('\n')}
 
-local now = tonumber(ARGV[1])
-if not now then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
 local rules = {}
 local rule_count = tonumber(ARGV[2])
 for r = 1, rule_count do
-  local at = 3 + (r - 1) * 4
-  rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]) }
+  local at = 3 + (r - 1) * 6
+  rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]) }
 end
 
 local reply = {}
+
+local function answer(at, allowed, remaining, retry_after, reset)
+  reply[at + 1] = allowed
+  reply[at + 2] = math.floor(remaining)
+  reply[at + 3] = math.ceil(retry_after)
+  reply[at + 4] = math.ceil(reset)
+end
 
 -- One check: the usual one (only_rule, cost 1), or n rules numbered in ARGV from first_rule, on
 -- keys first_key..; four numbers per rule written to reply from r.
 local function decide(r, first_key, n, cost, first_rule, only_rule)
   if n == 1 and only_rule then
     current_key = first_key
-    local allowed, remaining, retry_after, reset, commit = only_rule[1](KEYS[first_key], now, only_rule[2], only_rule[3], only_rule[4], 1)
-    reply[r + 1] = allowed
-    reply[r + 2] = math.floor(remaining)
-    reply[r + 3] = math.ceil(retry_after)
-    reply[r + 4] = math.ceil(reset)
-    if allowed == 1 then commit() end
+    local allowed, remaining, retry_after, reset, commit, was_blocked = unless_blocked(only_rule[1](KEYS[first_key], now, only_rule[2], only_rule[3], only_rule[4], 1))
+    if allowed == 1 then
+      commit()
+    elseif only_rule[6] > 0 and not was_blocked and only_rule[5] >= 1 then
+      write_block(KEYS[first_key], now + only_rule[6])
+      remaining, retry_after, reset = 0, only_rule[6], only_rule[6]
+    end
+    answer(r, allowed, remaining, retry_after, reset)
     return
   end
   local commits = {}
+  local blocks = {}
   local all_allowed = true
   for i = 1, n do
     local rule = rules[tonumber(ARGV[first_rule + i - 1])]
     current_key = first_key + i - 1
-    local allowed, remaining, retry_after, reset, commit = rule[1](KEYS[first_key + i - 1], now, rule[2], rule[3], rule[4], cost)
-    if allowed == 0 then all_allowed = false end
+    local allowed, remaining, retry_after, reset, commit, was_blocked = unless_blocked(rule[1](KEYS[current_key], now, rule[2], rule[3], rule[4], cost))
+    if allowed == 0 then
+      all_allowed = false
+      if rule[6] > 0 and not was_blocked and cost <= rule[5] then
+        blocks[#blocks + 1] = { KEYS[current_key], now + rule[6] }
+        remaining, retry_after, reset = 0, rule[6], rule[6]
+      end
+    end
     commits[i] = commit
-    local at = r + (i - 1) * 4
-    reply[at + 1] = allowed
-    reply[at + 2] = math.floor(remaining)
-    reply[at + 3] = math.ceil(retry_after)
-    reply[at + 4] = math.ceil(reset)
+    answer(r + (i - 1) * 4, allowed, remaining, retry_after, reset)
   end
   if all_allowed then
     for i = 1, n do commits[i]() end
+  else
+    for b = 1, #blocks do write_block(blocks[b][1], blocks[b][2]) end
   end
 end
 
@@ -119,7 +105,7 @@ end
 
 local r = 0
 local key = 1
-local at = 3 + rule_count * 4
+local at = 3 + rule_count * 6
 local last = #ARGV
 while at <= last do
   local head = tonumber(ARGV[at])
@@ -131,6 +117,7 @@ while at <= last do
     n, cost, first_rule = -head, tonumber(ARGV[at + 1]), at + 2
     at = at + 2 - head
   end
+  blocked_until = nil
   local ok, error = pcall(decide, r, key, n, cost, first_rule, only_rule)
   if not ok then failed(r, n, error) end
   r = r + 4 * n

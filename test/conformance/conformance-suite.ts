@@ -2,7 +2,7 @@ import { ALGORITHM_NAMES } from '../../lib/algorithms/algorithm-registry.js';
 import type { AlgorithmName, RateLimitStorage } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { closeStorage, type StorageTarget } from '../support/storage-targets.js';
-import { brief, checker, keyOf, rulesOf } from './limiter.js';
+import { brief, checker, keyOf, operations, rulesOf, verdict } from './limiter.js';
 
 const T0 = Date.UTC(2030, 0, 1); // aligned to every window used below
 
@@ -158,5 +158,115 @@ export function describeConformance(target: () => StorageTarget, reset: () => Pr
     expect(await target().expiresAt(storage, key)).toBe(T0 + ttlAfterSecond);
     clock.advance(ttlAfterSecond - 100);
     expect(brief(await check())).toEqual([true, 9]); // as if never seen
+  });
+
+  const ops = (algorithm: AlgorithmName, rate: string, options: { burst?: number; blockMs?: number } = {}) =>
+    operations(storage, rulesOf([{ rate, algorithm, ...options }]));
+
+  it.each(ALGORITHM_NAMES)('%s: peek answers what a check would, charging nothing', async (algorithm) => {
+    const { check, peek } = ops(algorithm, '10/minute');
+    await check(3);
+    await check(3);
+    // remaining is what is left now: nothing was charged
+    expect(verdict(await peek())).toEqual([true, 4, 0]);
+    expect(verdict(await peek())).toEqual([true, 4, 0]);
+    const tooMuch = await peek(5);
+    expect([tooMuch.allowed, tooMuch.decisions[0].remaining]).toEqual([false, 4]);
+    expect(tooMuch.decisions[0].retryAfterMs).toBeGreaterThan(0);
+    expect(brief(await check(4))).toEqual([true, 0]);
+    expect((await peek()).allowed).toBe(false);
+  });
+
+  it.each(ALGORITHM_NAMES)('%s: reward gives units back, never past a fresh state', async (algorithm) => {
+    const { check, reward, peek } = ops(algorithm, '10/minute');
+    await check(3);
+    await check(3);
+    expect(verdict(await reward(2))).toEqual([true, 6, 0]);
+    expect(verdict(await peek())).toEqual([true, 6, 0]);
+    expect(verdict(await reward(100))).toEqual([true, 10, 0]);
+    expect(brief(await check(10))).toEqual([true, 0]);
+  });
+
+  it.each(ALGORITHM_NAMES)('%s: a reward reopens an exhausted budget', async (algorithm) => {
+    const { check, reward } = ops(algorithm, '5/minute');
+    for (let i = 0; i < 5; i++) await check();
+    expect((await check()).allowed).toBe(false);
+    expect(verdict(await reward())).toEqual([true, 1, 0]);
+    expect(brief(await check())).toEqual([true, 0]);
+    expect((await check()).allowed).toBe(false);
+  });
+
+  it.each<[AlgorithmName, number]>([
+    ['fixed-window', 10_000], // the window ends
+    ['sliding-window-log', 10_000], // the penalized entry leaves the window
+    ['sliding-window-counter', 14_375], // 16 in this window: the next one, once 16 × (1 - t/10) + 1 <= 10
+    ['token-bucket', 7_000], // -6 tokens: 7 to refill
+    ['leaky-bucket', 7_000], // a level of 16: 7 to drain
+    ['gcra', 7_000], // 16 intervals ahead of schedule, 10 tolerated
+  ])('%s: a penalty charges past the limit, and the client waits it off', async (algorithm, wait) => {
+    const { check, penalize, peek } = ops(algorithm, '10/10 seconds');
+    await check();
+    expect(verdict(await penalize(15))).toEqual([false, 0, wait]);
+    expect(verdict(await peek())).toEqual([false, 0, wait]);
+    clock.advance(wait - 1);
+    expect((await check()).allowed).toBe(false);
+    clock.advance(1);
+    expect((await check()).allowed).toBe(true);
+  });
+
+  it.each(ALGORITHM_NAMES)('%s: reset forgets usage', async (algorithm) => {
+    const { check, reset } = ops(algorithm, '3/minute');
+    for (let i = 0; i < 3; i++) await check();
+    expect((await check()).allowed).toBe(false);
+    await reset();
+    expect(brief(await check())).toEqual([true, 2]);
+  });
+
+  it.each(ALGORITHM_NAMES)('%s: block denies until it ends, whatever the usage, and then starts fresh', async (algorithm) => {
+    const { check, peek, reward, block, reset } = ops(algorithm, '10/minute');
+    await check();
+    await block(60_000);
+    expect(verdict(await check())).toEqual([false, 0, 60_000]);
+    expect(verdict(await peek())).toEqual([false, 0, 60_000]);
+    // a refund does not lift a block
+    expect(verdict(await reward(5))).toEqual([false, 0, 60_000]);
+    clock.advance(59_999);
+    expect(verdict(await check())).toEqual([false, 0, 1]);
+    clock.advance(1);
+    expect(brief(await check())).toEqual([true, 9]);
+    await block(1_000);
+    await reset(); // a reset lifts it
+    expect(brief(await check())).toEqual([true, 9]);
+  });
+
+  it.each(ALGORITHM_NAMES)('%s: blockFor keeps a denied client denied for its duration, not longer', async (algorithm) => {
+    const check = checker(storage, rulesOf([{ rate: '3/10 seconds', algorithm, blockMs: 900_000 }]));
+    for (let i = 0; i < 3; i++) expect((await check()).allowed).toBe(true);
+    const denied = (await check()).decisions[0];
+    expect([denied.allowed, denied.remaining, denied.retryAfterMs, denied.resetMs]).toEqual([false, 0, 900_000, 900_000]);
+    clock.advance(60_000); // the rate alone would admit by now
+    // its own denials do not extend the block
+    expect(verdict(await check())).toEqual([false, 0, 840_000]);
+    clock.advance(840_000);
+    expect(brief(await check())).toEqual([true, 2]);
+  });
+
+  it.each(ALGORITHM_NAMES)('%s: blockFor does not block a request no wait could admit', async (algorithm) => {
+    const check = checker(storage, rulesOf([{ rate: '3/10 seconds', algorithm, blockMs: 900_000 }]));
+    expect((await check(4)).decisions[0].retryAfterMs).toBe(Infinity);
+    expect(brief(await check())).toEqual([true, 2]);
+  });
+
+  it('a blocked rule denies the whole check, and the other rules are not charged', async () => {
+    const rules = rulesOf([
+      { rate: '5/minute', algorithm: 'fixed-window' },
+      { rate: '5/minute', algorithm: 'token-bucket', blockMs: 30_000 },
+    ]);
+    const both = operations(storage, rules);
+    const bucketOnly = operations(storage, [rules[1]]);
+    await bucketOnly.check(5);
+    const denied = await both.check();
+    expect(denied.decisions.map((d) => [d.allowed, d.remaining, d.retryAfterMs])).toEqual([[true, 5, 0], [false, 0, 30_000]]);
+    expect((await both.peek()).decisions.map((d) => [d.allowed, d.remaining])).toEqual([[true, 5], [false, 0]]);
   });
 }

@@ -7,12 +7,14 @@ export interface RuleSpec {
   readonly rate: string;
   readonly algorithm: AlgorithmName;
   readonly burst?: number;
+  /** `blockFor`, in ms. */
+  readonly blockMs?: number;
 }
 
 /** Rules as the planner would bind them; one bucket per spec so rules never share a key. */
 export function rulesOf(specs: readonly RuleSpec[]): RateLimitRule[] {
   return specs.flatMap((spec, i) =>
-    bindRules(parseRate(spec.rate), { name: `r${i}`, bucket: `b${i}`, algorithm: spec.algorithm, burst: spec.burst }),
+    bindRules(parseRate(spec.rate), { name: `r${i}`, bucket: `b${i}`, algorithm: spec.algorithm, burst: spec.burst, blockMs: spec.blockMs }),
   );
 }
 
@@ -29,4 +31,23 @@ export function checker(storage: RateLimitStorage, rules: readonly RateLimitRule
 /** [allowed, remaining] of the first rule, for compact expectations. */
 export function brief(result: RateLimitResult): [boolean, number] {
   return [result.allowed, result.decisions[0].remaining];
+}
+
+/** Every operation of a storage on `rules` for `client`, always as promises. */
+export function operations(storage: RateLimitStorage, rules: readonly RateLimitRule[], client = 'client') {
+  const checks = rules.map((rule) => ({ key: keyOf(client, rule), rule }));
+  return {
+    check: async (cost = 1): Promise<RateLimitResult> => storage.check(checks, cost),
+    peek: async (cost = 1): Promise<RateLimitResult> => storage.peek!(checks, cost),
+    reward: async (units = 1): Promise<RateLimitResult> => storage.adjust!(checks, -units),
+    penalize: async (units = 1): Promise<RateLimitResult> => storage.adjust!(checks, units),
+    reset: async (): Promise<void> => storage.reset!(checks),
+    block: async (ms: number): Promise<void> => storage.block!(checks, ms),
+  };
+}
+
+/** The first rule's [allowed, remaining, retryAfterMs], for compact expectations. */
+export function verdict(result: RateLimitResult): [boolean, number, number] {
+  const first = result.decisions[0];
+  return [result.allowed, first.remaining, first.retryAfterMs];
 }

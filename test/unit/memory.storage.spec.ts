@@ -10,6 +10,8 @@ const rule = (limit: number, windowMs: number, name = `r${limit}/${windowMs}`): 
   burst: limit,
   capacity: limit,
   keySuffix: `t:fw${windowMs}`,
+  blockMs: 0,
+  count: 'all',
 });
 const check = (key: string, r: RateLimitRule): RateLimitCheck => ({ key, rule: r });
 

@@ -2,7 +2,7 @@ import { mostConstraining, policyHeader, policyName, rateLimitHeaders } from '..
 import type { RateLimitDecision, RateLimitRule } from '../../lib/index.js';
 
 const rule = (name: string, limit: number, windowMs: number): RateLimitRule => ({
-  name, text: '', limit, windowMs, algorithm: 'fixed-window', burst: limit, capacity: limit, keySuffix: '',
+  name, text: '', limit, windowMs, algorithm: 'fixed-window', burst: limit, capacity: limit, keySuffix: '', blockMs: 0, count: 'all',
 });
 const decision = (r: RateLimitRule, allowed: boolean, remaining: number, retryAfterMs: number, resetMs: number): RateLimitDecision => ({
   rule: r, allowed, limit: r.limit, remaining, retryAfterMs, resetMs,

@@ -1,0 +1,85 @@
+/**
+ * What every script starts with: the clock, and reading state that may be unreadable or blocked.
+ * ARGV[1] is now (ms), or '' for the server's TIME.
+ *
+ * A block (`block`, or a rule's `blockFor`) replaces a key's state with a 9-byte string: `b` and
+ * the packed time it ends, expiring then. No algorithm's state has that size, so the usual read
+ * finds it at no extra cost: `state()` answers "no state" and sets `blocked_until`, and the
+ * caller turns the verdict into a denial until then.
+ */
+export const LUA_PRELUDE = `local now = tonumber(ARGV[1])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+local healed = {}
+local current_key = 0
+local blocked_until = nil
+
+local function heal(key)
+  redis.call('DEL', key)
+  healed[#healed + 1] = current_key
+end
+
+local function finite(value) return value == value and value > -math.huge and value < math.huge end
+
+-- When the block stored as \`stored\` ends, if it is a block that has not ended.
+local function block_end(stored)
+  if #stored ~= 9 or string.byte(stored, 1) ~= 98 then return nil end
+  local ends = struct.unpack('<d', string.sub(stored, 2))
+  if finite(ends) and ends > now then return ends end
+  return nil
+end
+
+local function write_block(key, ends)
+  redis.call('SET', key, 'b' .. struct.pack('<d', ends), 'PXAT', ends)
+end
+
+-- The numbers packed under a key, or nothing if there is no key (or a block: see blocked_until).
+-- Unreadable state is healed.
+local function state(key, size, format)
+  local stored = redis.pcall('GET', key)
+  if not stored then return nil end
+  if type(stored) == 'string' then
+    if #stored == size then
+      local a, b, c = struct.unpack(format, stored)
+      if finite(a) and finite(b) and (c == nil or finite(c)) then return a, b, c end
+    elseif #stored == 9 and string.byte(stored, 1) == 98 then
+      blocked_until = block_end(stored) -- nil once ended: then it is no state
+      return nil
+    end
+  end
+  heal(key)
+  return nil
+end
+
+-- For a key that should hold a sorted set but does not: true if it holds a block (blocked_until
+-- set); otherwise the key is dropped (healed, unless it was an ended block) and false.
+local function blocked_or_healed(key)
+  local stored = redis.pcall('GET', key)
+  if type(stored) == 'string' and #stored == 9 and string.byte(stored, 1) == 98 then
+    blocked_until = block_end(stored)
+    if blocked_until then return true end
+    redis.call('DEL', key)
+    return false
+  end
+  heal(key)
+  return false
+end
+
+-- A sliding-log member: the running count of units before and after its request.
+local function log_entry(member)
+  if type(member) ~= 'string' or #member ~= 16 then return nil end
+  local before, after = struct.unpack('>dd', member)
+  if finite(before) and finite(after) then return before, after end
+  return nil
+end
+
+-- A verdict, overridden by a block found while reading the state: denied until it ends.
+local function unless_blocked(allowed, remaining, retry_after, reset, commit)
+  if not blocked_until then return allowed, remaining, retry_after, reset, commit, false end
+  local ends = blocked_until
+  blocked_until = nil
+  return 0, 0, ends - now, ends - now, nil, true
+end`;
