@@ -12,7 +12,7 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  *
  * Reply of `peek` and `adjust`: four numbers per key, as the check script's (for `adjust`, what
  * a peek of one unit then sees); `remaining` is what the check would leave, as there.
- * `reset`, and a refund on a key that was denying a unit, publish the keys (newline-separated)
+ * `reset`, `block`, and a refund on a key that was denying a unit, publish the keys (newline-separated)
  * so every app instance drops denials of them from its block cache.
  */
 export const REDIS_CONTROL_LUA = `#!lua
@@ -34,6 +34,8 @@ end
 
 if op == 'block' then
   for i = 1, #KEYS do write_block(KEYS[i], now + amount) end
+  -- a shorter block may replace a longer one that instances have cached
+  if channel ~= '' then redis.call('PUBLISH', channel, table.concat(KEYS, '\\n')) end
   return {}
 end
 

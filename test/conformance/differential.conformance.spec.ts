@@ -20,7 +20,7 @@ describe('memory and Redis agree on random traces', () => {
       (clock) => new RedisStorage({ url: redis.url, clock: clock.now, blockCache: false }),
       runs,
     );
-    expect(checks).toBeGreaterThan(runs * 10);
+    expect(checks).toBeGreaterThan(runs * 8);
     // the traces reach the interesting paths, not only admissions
     expect(denied).toBeGreaterThan(checks / 10);
     expect(impossible).toBeGreaterThan(0);
@@ -38,18 +38,19 @@ describe('memory and Redis agree on random traces, with the block cache', () => 
   it('with the block cache on: never denies what Redis would allow, nor allows what it would deny', async () => {
     const admin = redis.client();
     await admin.config('RESETSTAT');
-    const { checks, denied } = await playDifferentialTraces(
+    const { checks, denied, operations } = await playDifferentialTraces(
       (clock) => new RedisStorage({ url: redis.url, clock: clock.now }),
       1_000,
       'verdict',
       true,
     );
-    expect(checks).toBeGreaterThan(10_000);
+    expect(checks).toBeGreaterThan(8_000);
     expect(denied).toBeGreaterThan(checks / 10);
     // and it did answer denials locally: fewer script calls than checks
     const stats = await admin.info('commandstats');
     const calls = scriptCalls(stats);
     expect(calls).toBeGreaterThan(0);
-    expect(calls).toBeLessThan(checks - denied / 4);
+    // (each peek, reward, penalize, reset and block is a script call of its own)
+    expect(calls - operations).toBeLessThan(checks - denied / 4);
   }, TRACES_TIMEOUT);
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { MemoryStorage, type RateLimitResult, type RateLimitStorage } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { checker, rulesOf, type RuleSpec } from './limiter.js';
+import { operations, rulesOf, type RuleSpec } from './limiter.js';
 
 /**
  * Randomized traces of (time, client, cost, rules): memory and Redis must agree on every
@@ -31,6 +31,12 @@ const RULE_SETS: readonly (readonly RuleSpec[])[] = [
     { rate: '4/2 seconds', algorithm: 'leaky-bucket' },
     { rate: '9/7 seconds', algorithm: 'fixed-window' },
   ],
+  // blockFor, alone and beside a rule without it
+  [{ rate: '3/second', algorithm: 'sliding-window-log', blockMs: 1_500 }],
+  [
+    { rate: '4/2 seconds', algorithm: 'gcra', blockMs: 700 },
+    { rate: '6/4 seconds', algorithm: 'sliding-window-counter' },
+  ],
 ];
 const RULES = RULE_SETS.map(rulesOf);
 
@@ -40,6 +46,12 @@ const step = fc.record({
   client: fc.integer({ min: 0, max: 2 }),
   cost: fc.oneof({ arbitrary: fc.constant(1), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 6 }), weight: 1 }),
   set: fc.integer({ min: 0, max: RULES.length - 1 }),
+  // mostly checks; now and then what RateLimitService does
+  op: fc.oneof(
+    { arbitrary: fc.constant('check' as const), weight: 12 },
+    { arbitrary: fc.constantFrom('peek' as const, 'reward' as const, 'penalize' as const), weight: 3 },
+    { arbitrary: fc.constantFrom('reset' as const, 'block' as const), weight: 1 },
+  ),
 });
 const trace = fc.record({ start: fc.integer({ min: 0, max: 10_000 }), steps: fc.array(step, { minLength: 5, maxLength: 40 }) });
 
@@ -89,13 +101,14 @@ export async function playDifferentialTraces(
   compare: 'every rule' | 'verdict' = 'every rule',
   /** Keep each trace on one client and one rule set, so denials repeat on the same keys. */
   focused = false,
-): Promise<{ checks: number; denied: number; impossible: number }> {
+): Promise<{ checks: number; denied: number; impossible: number; operations: number }> {
   const expectAgreement = compare === 'every rule' ? expectSameDecision : expectSameVerdict;
   const clock = new FakeClock();
   const storage = remote(clock);
   let checks = 0;
   let denied = 0;
   let impossible = 0;
+  let others = 0;
   try {
     await fc.assert(
       fc.asyncProperty(trace, async ({ start, steps }) => {
@@ -107,8 +120,21 @@ export async function playDifferentialTraces(
           const { client, set } = focused ? steps[0] : step;
           clock.advance(dt);
           const who = `run${id}-c${client}`;
-          const expected = await checker(local, RULES[set], who)(cost);
-          const actual = await checker(storage, RULES[set], who)(cost);
+          const mine = operations(local, RULES[set], who);
+          const theirs = operations(storage, RULES[set], who);
+          if (step.op === 'reset' || step.op === 'block') {
+            await mine[step.op](cost * 300);
+            await theirs[step.op](cost * 300);
+            others++;
+            continue;
+          }
+          if (step.op !== 'check') {
+            expectSameDecision(await mine[step.op](cost), await theirs[step.op](cost), `${step.op} at step ${i} of run ${id}`);
+            others++;
+            continue;
+          }
+          const expected = await mine.check(cost);
+          const actual = await theirs.check(cost);
           expectAgreement(expected, actual, `step ${i} of run ${id}`);
           checks++;
           if (!expected.allowed) denied++;
@@ -120,5 +146,5 @@ export async function playDifferentialTraces(
   } finally {
     await storage.close?.();
   }
-  return { checks, denied, impossible };
+  return { checks, denied, impossible, operations: others };
 }
