@@ -3,7 +3,8 @@ import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
 import { MAX_HEADER_INTEGER } from '../headers/rate-limit-headers.js';
 import type { RateLimitKey } from '../keys/rate-limit-key-resolver.interface.js';
-import { parseRate, type ParsedRate } from '../rules/parse-rate.js';
+import { parseDuration, parseRate, type ParsedRate } from '../rules/parse-rate.js';
+import type { RateLimitCount } from '../rules/rate-limit-rule.js';
 import { assertStorageErrorPolicy } from '../rate-limit.config.js';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
 
@@ -31,6 +32,18 @@ export interface RateLimitOptions {
   cost?: number | RateLimitCostFunction;
   /** This route's failure policy, e.g. `deny` for a login route. Defaults to the module's. */
   onStorageError?: StorageErrorPolicy;
+  /**
+   * Which requests keep their units (default `all`). With `failures`, a request that succeeds
+   * gets its units back when it ends; with `successes`, one that fails. Failed: an HTTP status of
+   * 400 or more (or a connection closed early); elsewhere, a handler that threw. Admission is
+   * still decided before the handler runs.
+   */
+  count?: RateLimitCount;
+  /**
+   * Once this limit denies a client, it stays denied this long, on every instance sharing the
+   * storage: `'15 minutes'`, `'1 hour'`, `'30 s'`, or milliseconds.
+   */
+  blockFor?: string | number;
 }
 
 export type RateLimitCostFunction = (context: ExecutionContext) => number | Promise<number>;
@@ -38,9 +51,14 @@ export type RateLimitCostFunction = (context: ExecutionContext) => number | Prom
 export interface RateLimitMetadata {
   readonly rate: readonly ParsedRate[] | RateLimitRateFunction;
   readonly options: RateLimitOptions;
+  /** `blockFor` in ms, 0 for none. */
+  readonly blockMs: number;
 }
 
-const BUCKET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const COUNTS: readonly RateLimitCount[] = ['all', 'failures', 'successes'];
+
+/** What a bucket may be called: it goes into storage keys and policy names. */
+export const BUCKET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /**
  * Limits a controller or a handler; a handler's decorator replaces its controller's.
@@ -58,9 +76,13 @@ export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: 
   }
   if (typeof options.cost === 'number') assertUnits('cost', options.cost);
   if (options.onStorageError !== undefined) assertStorageErrorPolicy(options.onStorageError, '@RateLimit');
+  if (options.count !== undefined && !COUNTS.includes(options.count)) {
+    throw new Error(`@RateLimit count must be 'all', 'failures' or 'successes', got ${String(options.count)}`);
+  }
   const metadata: RateLimitMetadata = {
     rate: typeof rate === 'function' ? rate : parseRate(rate),
     options,
+    blockMs: options.blockFor === undefined ? 0 : parseDuration(options.blockFor),
   };
   return SetMetadata(RATE_LIMIT_METADATA, metadata);
 }

@@ -30,6 +30,7 @@ import {
   type RateLimitStorage,
 } from '../storage/rate-limit-storage.interface.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
+import { whenFinished } from '../outcomes/request-outcome.js';
 
 /**
  * The arguments of RPC messages checked so far. A message meets the guard twice when it runs both
@@ -58,10 +59,10 @@ export class RateLimitGuard implements CanActivate {
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
-    @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
+    @Inject(RATE_LIMIT_STORAGE) private readonly rawStorage: RateLimitStorage,
     private readonly planner: RoutePlanner,
   ) {
-    this.storage = new ProtectedStorage(storage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+    this.storage = new ProtectedStorage(rawStorage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
   }
 
   canActivate(context: ExecutionContext): MaybePromise<boolean> {
@@ -154,11 +155,37 @@ export class RateLimitGuard implements CanActivate {
     } catch (error) {
       return this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost, context), rules, cost, context);
     }
-    if (!isPromiseLike(answer)) return this.decide(answer, rules, cost, context);
+    if (!isPromiseLike(answer)) return this.admit(plan, context, checks, answer, rules, cost);
     return answer.then(
-      (result) => this.decide(result, rules, cost, context),
+      (result) => this.admit(plan, context, checks, result, rules, cost),
       (error: unknown) => this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost, context), rules, cost, context),
     );
+  }
+
+  /** `decide`, then, for a route that counts only failures or successes, the refund of the others. */
+  private admit(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], result: RateLimitResult, rules: RuleSet, cost: number): true {
+    this.decide(result, rules, cost, context);
+    if (plan.count !== 'all') {
+      const keepFailures = plan.count === 'failures';
+      whenFinished(context, (failed) => {
+        if (failed !== keepFailures) this.refund(checks, cost);
+      });
+    }
+    return true;
+  }
+
+  /** Gives back the units of the rules that count only failures or successes (not the module's default limit). */
+  private refund(checks: readonly RateLimitCheck[], cost: number): void {
+    const counted = checks.filter((check) => check.rule.count !== 'all');
+    let done: MaybePromise<unknown>;
+    try {
+      done = this.rawStorage.adjust!(counted, -cost);
+    } catch (error) {
+      return this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`);
+    }
+    if (isPromiseLike(done)) {
+      done.then(undefined, (error: unknown) => this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`));
+    }
   }
 
   private decide(result: RateLimitResult | typeof UNLIMITED, rules: RuleSet, cost: number, context: ExecutionContext): true {

@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
 import type { MaybePromise } from '../utils/maybe-async.js';
+import type { RateLimitCount } from './rate-limit-rule.js';
 import type { RuleSet } from './rule-set.js';
 
 /** Everything the guard needs for one route, built on its first request and kept. */
@@ -12,6 +13,8 @@ export interface RoutePlan {
   readonly cost: number | ((context: ExecutionContext) => MaybePromise<number>);
   /** What to do when the storage cannot answer. */
   readonly onStorageError: StorageErrorPolicy;
+  /** Which outcomes keep their units: `all`, or only `failures` or `successes` (the others are refunded). */
+  readonly count: RateLimitCount;
   /** Who the request counts against: the key resolver's answer, or `ip:<address>`. */
   readonly identify: (context: ExecutionContext) => MaybePromise<string>;
 }

@@ -1,4 +1,5 @@
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
 import type { RateLimitResult } from './rate-limit-decision.js';
 
 /** Injection token of the storage the guard uses. */
@@ -23,6 +24,25 @@ export interface RateLimitStorage {
    * its answers say nothing of the store's health.
    */
   cachedDenial?(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | undefined;
+  /** What `check` would answer now, charging nothing. */
+  peek?(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult>;
+  /**
+   * Takes `units` more from every check's state, whatever its limit (`units` > 0), or gives
+   * `-units` back (`units` < 0, never beyond a fresh state); answers what `peek(checks, 1)` would
+   * then. A blocked key is left as it is.
+   */
+  adjust?(checks: readonly RateLimitCheck[], units: number): RateLimitResult | Promise<RateLimitResult>;
+  /** Forgets the keys' state, blocks included. Every app instance sharing the storage sees it. */
+  reset?(checks: readonly RateLimitCheck[]): void | Promise<void>;
+  /** Denies the keys for `durationMs` from now; the state they held is dropped. */
+  block?(checks: readonly RateLimitCheck[], durationMs: number): void | Promise<void>;
+  /**
+   * Takes one of `limit` concurrency slots under `key`, as lease `leaseId`, held until released
+   * or until `leaseMs` have passed (an app instance that died releases nothing).
+   */
+  acquire?(key: string, limit: number, leaseMs: number, leaseId: string): ConcurrencyDecision | Promise<ConcurrencyDecision>;
+  /** Gives back lease `leaseId` under `key`; releasing a lease twice, or an expired one, does nothing. */
+  release?(key: string, leaseId: string): void | Promise<void>;
   /** Connects, if the storage needs to. The module awaits it once, at start-up. */
   init?(): void | Promise<void>;
   /** Releases only what the storage opened itself. The module calls it on application shutdown. */

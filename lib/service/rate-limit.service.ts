@@ -1,0 +1,140 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { assertUnits } from '../decorators/rate-limit.decorator.js';
+import { mostConstraining } from '../headers/rate-limit-headers.js';
+import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
+import { bindRules } from '../rules/bind-rules.js';
+import { parseDuration, parseRate, type ParsedRate } from '../rules/parse-rate.js';
+import { RoutePlanner } from '../rules/route-planner.js';
+import { RuleSet } from '../rules/rule-set.js';
+import type { RateLimitResult } from '../storage/rate-limit-decision.js';
+import { RATE_LIMIT_STORAGE, type RateLimitCheck, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import type { RateLimitStatus, RateLimitTarget, RateLimitTargetOptions } from './rate-limit-target.js';
+
+/** Distinct targets whose rules are kept, parsed, before the cache starts over. */
+const TARGET_CACHE_SIZE = 256;
+/** A rate string has a `/` or the word `per`; a bucket name has neither. */
+const LOOKS_LIKE_RATE = /\/|\sper\s/i;
+
+/**
+ * Limits from code: read, charge, refund, reset or block a client's usage of a limit, with the
+ * same rules, storage and keys as the decorated routes. Each method is one storage call, atomic
+ * in the storage; `reset` and `block` hold on every app instance sharing it.
+ *
+ * `identity` is what the route's key resolver yields: `ip:<address>` for the default IP key.
+ */
+@Injectable()
+export class RateLimitService {
+  private readonly ruleSets = new Map<string, RuleSet>();
+
+  constructor(
+    @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
+    @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
+    private readonly planner: RoutePlanner,
+  ) {}
+
+  /** Charges `cost` units and answers the decision; a denial is returned, not thrown. */
+  async consume(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
+    assertUnits('cost', cost);
+    return status(await this.storage.check(this.checks(identity, target), cost));
+  }
+
+  /** The decision a request of `cost` would get now, charging nothing; `remaining` is what is left now. */
+  async peek(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
+    assertUnits('cost', cost);
+    return status(await this.required('peek').call(this.storage, this.checks(identity, target), cost));
+  }
+
+  /** Gives `units` back (never beyond a fresh state); answers what a peek then sees. */
+  async reward(identity: string, target: RateLimitTarget, units = 1): Promise<RateLimitStatus> {
+    assertUnits('cost', units);
+    return status(await this.required('adjust').call(this.storage, this.checks(identity, target), -units));
+  }
+
+  /** Takes `units` more, even past the limit (the client then waits longer); answers what a peek then sees. */
+  async penalize(identity: string, target: RateLimitTarget, units = 1): Promise<RateLimitStatus> {
+    assertUnits('cost', units);
+    return status(await this.required('adjust').call(this.storage, this.checks(identity, target), units));
+  }
+
+  /** Forgets the client's usage of the limit, and any block, on every instance. */
+  async reset(identity: string, target: RateLimitTarget): Promise<void> {
+    await this.required('reset').call(this.storage, this.checks(identity, target));
+  }
+
+  /** Denies the client on the limit for `duration` (`'15 minutes'`, or ms), on every instance; its usage is dropped. */
+  async block(identity: string, target: RateLimitTarget, duration: string | number): Promise<void> {
+    const ms = parseDuration(duration);
+    await this.required('block').call(this.storage, this.checks(identity, target), ms);
+  }
+
+  private required<M extends 'peek' | 'adjust' | 'reset' | 'block'>(method: M): NonNullable<RateLimitStorage[M]> {
+    const implementation = this.storage[method];
+    if (typeof implementation !== 'function') {
+      throw new Error(`RateLimitService: the storage ${this.storage.constructor.name} has no ${method}() method.`);
+    }
+    return implementation as NonNullable<RateLimitStorage[M]>;
+  }
+
+  private checks(identity: string, target: RateLimitTarget): readonly RateLimitCheck[] {
+    if (typeof identity !== 'string' || identity === '') {
+      throw new TypeError(`RateLimitService: identity must be a non-empty string (e.g. 'ip:203.0.113.7'), got ${JSON.stringify(identity)}`);
+    }
+    return this.ruleSet(target).checksFor(identity);
+  }
+
+  /** The rules of a target, parsed once per distinct target. */
+  private ruleSet(target: RateLimitTarget): RuleSet {
+    const options: RateLimitTargetOptions =
+      typeof target === 'string' ? (LOOKS_LIKE_RATE.test(target) ? { rate: target } : { bucket: target }) : isRateList(target) ? { rate: target } : target;
+    const rateText = options.rate === undefined ? '' : typeof options.rate === 'string' ? options.rate : options.rate.join(';');
+    const cacheKey = `${options.bucket ?? ''}|${rateText}|${options.algorithm ?? ''}|${options.burst ?? ''}`;
+    let ruleSet = this.ruleSets.get(cacheKey);
+    if (ruleSet !== undefined) return ruleSet;
+    ruleSet = this.compile(options);
+    if (this.ruleSets.size >= TARGET_CACHE_SIZE) this.ruleSets.clear();
+    this.ruleSets.set(cacheKey, ruleSet);
+    return ruleSet;
+  }
+
+  private compile({ rate, bucket, algorithm, burst }: RateLimitTargetOptions): RuleSet {
+    const declared = bucket === undefined ? undefined : this.planner.bucket(bucket);
+    if (rate === undefined) {
+      if (bucket === undefined) throw new Error('RateLimitService: name a bucket or give a rate, e.g. { bucket: "login" } or "5/minute".');
+      if (declared === undefined) {
+        throw new Error(`RateLimitService: no decorated route uses the bucket "${bucket}"; name a route's bucket (or Controller.method), or pass { bucket, rate }.`);
+      }
+      if (declared === 'ambiguous') throw new Error(`RateLimitService: routes use the bucket "${bucket}" with different limits; pass { bucket, rate }.`);
+      if (typeof declared.rate === 'function') {
+        throw new Error(`RateLimitService: the routes of bucket "${bucket}" choose their rate per request; pass { bucket, rate }.`);
+      }
+    }
+    const known = declared === 'ambiguous' ? undefined : declared;
+    const rates: readonly ParsedRate[] = rate !== undefined ? parseRate(rate) : (known!.rate as readonly ParsedRate[]);
+    const name = bucket ?? rates.map((r) => r.text).join(';');
+    const rules = bindRules(rates, {
+      name,
+      bucket: name,
+      algorithm: algorithm ?? known?.algorithm ?? this.config.algorithm,
+      burst: burst ?? known?.burst,
+      blockMs: known?.blockMs ?? 0,
+    });
+    return new RuleSet(rules, this.config.keyPrefix);
+  }
+}
+
+function isRateList(target: RateLimitTarget): target is readonly string[] {
+  return Array.isArray(target);
+}
+
+function status(result: RateLimitResult): RateLimitStatus {
+  const worst = mostConstraining(result.decisions);
+  return {
+    allowed: result.allowed,
+    limit: worst.limit,
+    remaining: worst.remaining,
+    retryAfterMs: worst.retryAfterMs,
+    resetMs: worst.resetMs,
+    resetAt: result.now + worst.resetMs,
+    decisions: result.decisions,
+  };
+}
