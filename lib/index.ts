@@ -18,6 +18,13 @@ export {
   type RateLimitMetadata,
 } from './decorators/rate-limit.decorator.js';
 export { SkipRateLimit, SKIP_RATE_LIMIT_METADATA } from './decorators/skip-rate-limit.decorator.js';
+export {
+  ConcurrencyLimit,
+  CONCURRENCY_LIMIT_METADATA,
+  type ConcurrencyLimitOptions,
+  type ConcurrencyLimitMetadata,
+} from './decorators/concurrency-limit.decorator.js';
+export type { ConcurrencyRule } from './concurrency/concurrency-rule.js';
 
 export { RateLimitGuard } from './guards/rate-limit.guard.js';
 export { RateLimitExceededException, type RateLimitExceededDetails } from './exceptions/rate-limit-exceeded.exception.js';

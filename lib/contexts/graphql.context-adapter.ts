@@ -3,6 +3,7 @@ import type { RateLimitExceededDetails } from '../exceptions/rate-limit-exceeded
 import { requestAddress, type AddressedRequest } from '../keys/client-ip.js';
 import { mostConstraining, rateLimitHeaders, type RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
 import type { RateLimitDecision, RateLimitResult } from '../storage/rate-limit-decision.js';
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 import { setHttpHeader } from './http.context-adapter.js';
 import type { RateLimitContextAdapter, RateLimitRefusal } from './rate-limit-context-adapter.interface.js';
 import { refusalPayload } from './refusal-payload.js';
@@ -121,7 +122,7 @@ export const graphqlContext: RateLimitContextAdapter = {
 
 function deniedDecision(details: RateLimitExceededDetails): RateLimitDecision {
   return {
-    rule: details.rule,
+    rule: details.rule as RateLimitRule, // or a concurrency policy: only compared by its numbers here
     allowed: false,
     limit: details.limit,
     remaining: details.remaining,

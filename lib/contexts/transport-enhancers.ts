@@ -1,7 +1,12 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RateLimitExceptionFilter } from '../filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from '../guards/rate-limit.guard.js';
+import { bindRateLimitInterceptor } from '../interceptors/interceptor-binding.js';
+import { RateLimitInterceptor } from '../interceptors/rate-limit.interceptor.js';
+import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
+import { RoutePlanner } from '../rules/route-planner.js';
+import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 
 /** Nest's metadata keys (the same since Nest 5). */
 const GATEWAY_METADATA = 'websockets:is_gateway'; // @WebSocketGateway()
@@ -20,11 +25,21 @@ const EXCEPTION_FILTERS_METADATA = '__exceptionFilters__'; // @UseFilters()
  *
  * The module's filter goes first in a target's filters, which Nest consults last: the app's own
  * filters come first, as a controller's do over app filters on HTTP. It catches only refusals.
+ * Handlers under `@ConcurrencyLimit`, or `@RateLimit` with a `count` other than 'all', get the
+ * module's interceptor on every transport (see bindRateLimitInterceptor); no other handler does.
  * This runs when the providers are built, before `app.init()` and the microservices bind handlers.
  */
 @Injectable()
 export class TransportEnhancers {
-  constructor(discovery: DiscoveryService, scanner: MetadataScanner, guard: RateLimitGuard) {
+  constructor(
+    discovery: DiscoveryService,
+    scanner: MetadataScanner,
+    guard: RateLimitGuard,
+    @Inject(RATE_LIMIT_CONFIG) config: RateLimitConfig,
+    @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
+    planner: RoutePlanner,
+  ) {
+    bindRateLimitInterceptor(discovery, scanner, new RateLimitInterceptor(config, storage, planner), storage);
     const filter = new RateLimitExceptionFilter();
     for (const { metatype } of discovery.getProviders()) {
       if (typeof metatype === 'function' && Reflect.hasMetadata(GATEWAY_METADATA, metatype)) withFilter(metatype, filter);

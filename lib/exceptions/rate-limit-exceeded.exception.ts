@@ -1,10 +1,14 @@
 import { HttpException, HttpStatus } from '@nestjs/common';
 import { headerSeconds } from '../headers/rate-limit-headers.js';
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+import type { ConcurrencyRule } from '../concurrency/concurrency-rule.js';
 
 export interface RateLimitExceededDetails {
-  /** The rule that denied the request (the one that waits longest when several did). */
-  readonly rule: RateLimitRule;
+  /**
+   * The rule that denied the request (the one that waits longest when several did), or the
+   * `@ConcurrencyLimit` policy (`algorithm: 'concurrency'`) for a request refused a slot.
+   */
+  readonly rule: RateLimitRule | ConcurrencyRule;
   readonly limit: number;
   readonly remaining: number;
   /** `Infinity` when the request costs more than the rule can ever admit. */

@@ -87,3 +87,21 @@ export function rateLimitHeaders(mode: RateLimitHeaderMode, result: RateLimitRes
   forEachRateLimitHeader(mode, result, policy, headers, (list, name, value) => list.push([name, value]));
   return headers;
 }
+
+/**
+ * The headers of a concurrency-limit denial: `RateLimit-Policy: "<name>";q=<limit>;qu="concurrent-requests"`
+ * (the IETF draft's quota unit for requests in flight) and `RateLimit: "<name>";r=0;t=<seconds>`,
+ * or the `X-RateLimit-*` trio in legacy mode. Fixed per route, so built once at start-up.
+ */
+export function concurrencyDeniedHeaders(mode: RateLimitHeaderMode, name: string, limit: number, retryAfterMs: number): [string, string][] {
+  const headers: [string, string][] = [];
+  const seconds = String(headerSeconds(retryAfterMs));
+  if (mode === false) return headers;
+  if (mode !== 'legacy') {
+    headers.push(['RateLimit-Policy', `"${name}";q=${limit};qu="concurrent-requests"`], ['RateLimit', `"${name}";r=0;t=${seconds}`]);
+  }
+  if (mode !== 'ietf') {
+    headers.push(['X-RateLimit-Limit', String(limit)], ['X-RateLimit-Remaining', '0'], ['X-RateLimit-Reset', seconds]);
+  }
+  return headers;
+}

@@ -1,4 +1,5 @@
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
+import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
@@ -49,7 +50,7 @@ export class ProtectedStorage {
     return this.withDeadline(answer);
   }
 
-  private withDeadline(answer: Promise<RateLimitResult>): Promise<RateLimitResult> {
+  private withDeadline<T>(answer: Promise<T>): Promise<T> {
     const sentAt = performance.now();
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -99,5 +100,25 @@ export class ProtectedStorage {
         },
       );
     });
+  }
+
+  /**
+   * A concurrency slot (`@ConcurrencyLimit`), under the same deadline and circuit breaker as
+   * checks. The storage must have `acquire` (the module checks at start-up).
+   */
+  acquire(key: string, limit: number, leaseMs: number, leaseId: string): MaybePromise<ConcurrencyDecision> {
+    if (!this.breaker.allow()) throw new StorageUnavailableError('circuit-open');
+    let answer: MaybePromise<ConcurrencyDecision>;
+    try {
+      answer = this.storage.acquire!(key, limit, leaseMs, leaseId);
+    } catch (error) {
+      this.breaker.failure();
+      throw new StorageUnavailableError('error', error);
+    }
+    if (!isPromiseLike(answer)) {
+      this.breaker.success();
+      return answer;
+    }
+    return this.withDeadline(answer);
   }
 }

@@ -8,6 +8,14 @@ import {
   type RateLimitRate,
 } from '../decorators/rate-limit.decorator.js';
 import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
+import {
+  CONCURRENCY_LIMIT_METADATA,
+  type ConcurrencyLimitMetadata,
+} from '../decorators/concurrency-limit.decorator.js';
+import type { ConcurrencyPlan } from '../concurrency/concurrency-plan.js';
+import { concurrencyRule, CONCURRENCY_RETRY_AFTER_MS } from '../concurrency/concurrency-rule.js';
+import { concurrencyDeniedHeaders, policyName } from '../headers/rate-limit-headers.js';
+import { storageKeyBase } from '../keys/storage-key.js';
 import { IpKeyResolver } from '../keys/ip.key-resolver.js';
 import type { RateLimitKey, RateLimitKeyFunction, RateLimitKeyResolver } from '../keys/rate-limit-key-resolver.interface.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
@@ -78,6 +86,7 @@ export class RoutePlanner implements OnModuleInit {
       if (typeof wrapper.metatype === 'function' && !wrapper.inject && wrapper.metatype.prototype) visit(wrapper.metatype as Type, false);
     }
     await Promise.all(planning);
+    await this.planConcurrencyLimits(this.discovery, this.scanner);
   }
 
   planFor(context: ExecutionContext): MaybePromise<RoutePlan> {
@@ -198,6 +207,72 @@ export class RoutePlanner implements OnModuleInit {
     }
     this.resolvers.set(type, resolver!);
     return resolver!;
+  }
+
+  /** Concurrency plans by controller and handler; undefined for a route without `@ConcurrencyLimit`. */
+  private readonly concurrencyPlans = new WeakMap<object, Map<object, MaybePromise<ConcurrencyPlan | undefined>>>();
+
+  /** The `@ConcurrencyLimit` of the context's route, handler over controller; undefined if none applies. */
+  concurrencyFor(context: ExecutionContext): MaybePromise<ConcurrencyPlan | undefined> {
+    return this.concurrencyPlan(context.getClass(), context.getHandler());
+  }
+
+  private concurrencyPlan(controller: Type, handler: Function): MaybePromise<ConcurrencyPlan | undefined> {
+    let byHandler = this.concurrencyPlans.get(controller);
+    if (byHandler === undefined) this.concurrencyPlans.set(controller, (byHandler = new Map()));
+    let plan = byHandler.get(handler);
+    if (plan === undefined && !byHandler.has(handler)) {
+      plan = this.buildConcurrency(controller, handler);
+      byHandler.set(handler, plan);
+      if (isPromiseLike(plan)) {
+        const routes = byHandler;
+        plan.then((ready) => routes.set(handler, ready), () => routes.delete(handler));
+      }
+    }
+    return plan;
+  }
+
+  /** Key resolution as for `@RateLimit`: the route's `key`, the module's, then the client IP. */
+  private buildConcurrency(controller: Type, handler: Function): MaybePromise<ConcurrencyPlan | undefined> {
+    const targets = [handler, controller];
+    if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true) return undefined;
+    const metadata = this.reflector.getAllAndOverride<ConcurrencyLimitMetadata | undefined>(CONCURRENCY_LIMIT_METADATA, targets);
+    if (metadata === undefined) return undefined;
+    const route = `${controller.name}.${handler.name}`;
+    const { limit, leaseMs, options } = metadata;
+    const bucket = options.bucket ?? route;
+    const name = policyName(bucket);
+    const rule = concurrencyRule(name, bucket, limit);
+    const rateLimit = this.reflector.getAllAndOverride<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, targets);
+    const { keyPrefix, headers } = this.config;
+    return then(this.keyFunction(options.key ?? this.config.key, `route ${route}`), (resolve) => ({
+      route,
+      limit,
+      leaseMs,
+      rule,
+      deniedHeaders: concurrencyDeniedHeaders(headers, name, limit, CONCURRENCY_RETRY_AFTER_MS),
+      onStorageError: options.onStorageError ?? rateLimit?.options.onStorageError ?? this.config.onStorageError,
+      identify: (context: ExecutionContext) => {
+        const identity = resolve(context);
+        return isPromiseLike(identity) ? identity.then((id) => this.orIp(id, context)) : this.orIp(identity, context);
+      },
+      keyFor: (identity: string) => storageKeyBase(keyPrefix, identity) + rule.keySuffix,
+    }));
+  }
+
+  /** Plans every route under `@ConcurrencyLimit` at start-up, so a resolver that cannot be built stops it. */
+  private async planConcurrencyLimits(discovery: DiscoveryService, scanner: MetadataScanner): Promise<void> {
+    const planning: MaybePromise<ConcurrencyPlan | undefined>[] = [];
+    for (const { metatype, inject } of [...discovery.getControllers(), ...discovery.getProviders()]) {
+      if (typeof metatype !== 'function' || inject || !metatype.prototype) continue;
+      const classLimited = Reflect.hasMetadata(CONCURRENCY_LIMIT_METADATA, metatype);
+      for (const name of scanner.getAllMethodNames(metatype.prototype)) {
+        const handler = (metatype.prototype as Record<string, unknown>)[name];
+        if (typeof handler !== 'function') continue;
+        if (classLimited || Reflect.hasMetadata(CONCURRENCY_LIMIT_METADATA, handler)) planning.push(this.concurrencyPlan(metatype as Type, handler));
+      }
+    }
+    await Promise.all(planning);
   }
 }
 

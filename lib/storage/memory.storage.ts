@@ -3,6 +3,8 @@ import { AlgorithmOutcome, STATE_STRIDE } from '../algorithms/algorithm.interfac
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 import { flatCopy } from '../utils/flat-copy.js';
+import { ConcurrencyLeases } from '../concurrency/concurrency-leases.js';
+import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
 
 export interface MemoryStorageOptions {
   /** Hard bound on stored keys; when full, a key not used lately is evicted. Default 100,000. */
@@ -101,7 +103,7 @@ export class MemoryStorage implements RateLimitStorage {
       const slot = this.sweepAt;
       this.sweepAt = slot + 1 >= end ? 0 : slot + 1;
       const key = this.keyOf[slot];
-      if (key !== undefined && this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now) this.release(key, slot);
+      if (key !== undefined && this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now) this.freeSlot(key, slot);
     }
   }
 
@@ -116,6 +118,7 @@ export class MemoryStorage implements RateLimitStorage {
     this.keyOf.length = 0;
     this.logs.length = 0;
     this.freeSlots.length = 0;
+    this.leases?.clear();
     this.nextSlot = 0;
     this.state.fill(0);
   }
@@ -161,12 +164,12 @@ export class MemoryStorage implements RateLimitStorage {
         this.recentlyUsed[slot] = 0;
         continue;
       }
-      this.release(key, slot);
+      this.freeSlot(key, slot);
       return;
     }
   }
 
-  private release(key: string, slot: number): void {
+  private freeSlot(key: string, slot: number): void {
     this.slotOf.delete(key);
     this.keyOf[slot] = undefined;
     this.state[slot * STATE_STRIDE] = 0;
@@ -184,5 +187,16 @@ export class MemoryStorage implements RateLimitStorage {
     this.state = state;
     this.recentlyUsed = recentlyUsed;
     this.capacity = capacity;
+  }
+
+  /** Concurrency slots (`@ConcurrencyLimit`), created with the first; see ConcurrencyLeases. */
+  private leases?: ConcurrencyLeases;
+
+  acquire(key: string, limit: number, leaseMs: number, leaseId: string): ConcurrencyDecision {
+    return (this.leases ??= new ConcurrencyLeases(this.clock)).acquire(key, limit, leaseMs, leaseId);
+  }
+
+  release(key: string, leaseId: string): void {
+    this.leases?.release(key, leaseId);
   }
 }

@@ -8,6 +8,8 @@ import { buildCheckScript, REDIS_CHECK_LUA } from './redis-check.lua.js';
 import { RedisCheckBatch, type PendingCheck } from './redis-check-batch.js';
 import { CheckFailedError } from './check-failed.error.js';
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
+import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
+import { CONCURRENCY_ACQUIRE_LUA, CONCURRENCY_RELEASE_LUA } from '../concurrency/concurrency-leases.lua.js';
 
 export interface RedisStorageOptions {
   /** A client you own: used as given and never closed by the storage. */
@@ -96,6 +98,8 @@ export class RedisStorage implements RateLimitStorage {
     for (const algorithm of Object.values(ALGORITHMS)) {
       this.runSingle[algorithm.code] = this.define(`${COMMAND}_${algorithm.code}`, buildCheckScript([algorithm]));
     }
+    this.runAcquire = this.define('rateLimitAcquire', CONCURRENCY_ACQUIRE_LUA);
+    this.runRelease = this.define('rateLimitRelease', CONCURRENCY_RELEASE_LUA);
   }
 
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult> {
@@ -230,6 +234,22 @@ export class RedisStorage implements RateLimitStorage {
     clearTimeout(cutoff);
     // QUIT leaves a sentinel client's failover subscription open; this releases it.
     this.client.disconnect();
+  }
+
+  /** The concurrency-slot scripts (`@ConcurrencyLimit`), defined in the constructor so `init` loads them. */
+  private readonly runAcquire: CheckCommand;
+  private readonly runRelease: CheckCommand;
+
+  /** One round trip, not batched: see `concurrency-leases.lua.ts`. */
+  async acquire(key: string, limit: number, leaseMs: number, leaseId: string): Promise<ConcurrencyDecision> {
+    const reply = await this.runAcquire(1, [key], [this.clock ? this.clock() : '', limit, leaseMs, leaseId]);
+    if (reply[2] === 1) this.healLog.warn(`Replaced concurrency leases it could not read (another type) under key "${key}"`);
+    return { allowed: reply[0] === 1, limit, inFlight: reply[1] as number };
+  }
+
+  async release(key: string, leaseId: string): Promise<void> {
+    const removed: unknown = await this.runRelease(1, [key], [leaseId]);
+    if (removed === -1) this.healLog.warn(`Deleted concurrency leases it could not read (another type) under key "${key}"`);
   }
 }
 

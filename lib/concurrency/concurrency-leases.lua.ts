@@ -1,0 +1,58 @@
+/**
+ * Redis twin of `concurrency-leases.ts`: the leases of one key are a sorted set, one member per
+ * lease id scored by its expiry (ms since the epoch), so "drop the expired ones" is one
+ * ZREMRANGEBYSCORE and the count in flight is ZCARD. The key expires with its latest lease: an
+ * app instance that died holding leases leaves nothing behind for longer than `leaseMs`.
+ *
+ * KEYS[1]: the key. ARGV: now (ms, or '' for the server's TIME), limit, leaseMs, lease id.
+ * Reply: allowed (0|1), leases in flight (this one included when granted), and 1 if the key
+ * held something else than a sorted set, which was deleted and counted as no lease (one
+ * client's bad key must cost that client a fresh start, not an error on every request).
+ *
+ * The `#!lua` line declares a script that writes, so Redis refuses it before it runs when memory
+ * is full (maxmemory with noeviction), instead of letting its first delete through.
+ */
+export const CONCURRENCY_ACQUIRE_LUA = `#!lua
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+local limit, lease_ms, id = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+
+local healed = 0
+if type(redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now)) == 'table' then
+  redis.call('DEL', key)
+  healed = 1
+end
+local in_flight = redis.call('ZCARD', key)
+-- a lease still held is renewed and counted once
+local held = redis.call('ZSCORE', key, id)
+if not held and in_flight >= limit then return { 0, in_flight, healed } end
+redis.call('ZADD', key, now + lease_ms, id)
+if not held then in_flight = in_flight + 1 end
+local latest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+redis.call('PEXPIREAT', key, math.ceil(latest))
+return { 1, in_flight, healed }
+`;
+
+/**
+ * Gives lease ARGV[1] under KEYS[1] back: ZREM, which deletes the key with its last lease; the
+ * key then expires with the latest lease left. Reply: 1 if the lease was held, 0 if not (unknown,
+ * expired or released already), -1 if the key held something else than a sorted set, which was
+ * deleted (as acquiring would have).
+ */
+export const CONCURRENCY_RELEASE_LUA = `#!lua
+local key = KEYS[1]
+local removed = redis.pcall('ZREM', key, ARGV[1])
+if type(removed) == 'table' then
+  redis.call('DEL', key)
+  return -1
+end
+if removed == 1 then
+  local latest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+  if latest then redis.call('PEXPIREAT', key, math.ceil(tonumber(latest))) end
+end
+return removed
+`;

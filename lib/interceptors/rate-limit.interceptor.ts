@@ -1,0 +1,231 @@
+import { randomBytes } from 'node:crypto';
+import { ServerResponse } from 'node:http';
+import {
+  InternalServerErrorException,
+  Logger,
+  type CallHandler,
+  type ExecutionContext,
+  type NestInterceptor,
+} from '@nestjs/common';
+import { Observable } from 'rxjs';
+import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
+import type { ConcurrencyPlan } from '../concurrency/concurrency-plan.js';
+import { CONCURRENCY_RETRY_AFTER_MS } from '../concurrency/concurrency-rule.js';
+import { contextAdapterFor } from '../contexts/context-adapters.js';
+import type { RateLimitRefusal } from '../contexts/rate-limit-context-adapter.interface.js';
+import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
+import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
+import { withoutStack } from '../exceptions/without-stack.js';
+import { settleOutcome, whenFinished } from '../outcomes/request-outcome.js';
+import type { RateLimitConfig } from '../rate-limit.config.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { ProtectedStorage } from '../resilience/protected-storage.js';
+import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';
+import { ThrottledLogger } from '../resilience/throttled-logger.js';
+import type { RoutePlanner } from '../rules/route-planner.js';
+import { MemoryStorage } from '../storage/memory.storage.js';
+import type { RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
+
+/**
+ * Lease ids, unique across every app instance sharing a storage without asking it: a random tag
+ * per process and a counter.
+ */
+const PROCESS_TAG = randomBytes(6).toString('base64url');
+let leasesTaken = 0;
+const nextLeaseId = () => `${PROCESS_TAG}:${(++leasesTaken).toString(36)}`;
+
+/**
+ * What the module binds to the handlers that need to see a request end (TransportEnhancers),
+ * and to no others, so routes without them pay nothing:
+ * - `@ConcurrencyLimit`: takes a slot before the handler runs (interceptors run after every
+ *   guard, so a request any guard refused holds none) and gives it back exactly once, when the
+ *   response finishes or the connection closes on HTTP, when the handler's observable completes,
+ *   errors or is unsubscribed elsewhere;
+ * - on GraphQL, WebSockets and RPC it reports how the handler ended (`settleOutcome`), which
+ *   `@RateLimit`'s `count` option needs there (HTTP reports it from the response itself).
+ */
+export class RateLimitInterceptor implements NestInterceptor {
+  private readonly logger = new Logger(RateLimitInterceptor.name);
+  private readonly outageLog = new ThrottledLogger(RateLimitInterceptor.name);
+  private readonly storage: ProtectedStorage;
+  /** The `memory` failure policy's stand-in, created on the first outage that needs it. */
+  private fallback?: MemoryStorage;
+
+  constructor(
+    private readonly config: RateLimitConfig,
+    private readonly store: RateLimitStorage,
+    private readonly planner: RoutePlanner,
+  ) {
+    this.storage = new ProtectedStorage(store, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+  }
+
+  intercept(context: ExecutionContext, next: CallHandler): MaybePromise<Observable<unknown>> {
+    const plan = this.planner.concurrencyFor(context);
+    if (!isPromiseLike(plan)) return plan === undefined ? this.run(context, next) : this.identify(plan, context, next);
+    return plan.then((ready) => (ready === undefined ? this.run(context, next) : this.identify(ready, context, next)));
+  }
+
+  private identify(plan: ConcurrencyPlan, context: ExecutionContext, next: CallHandler): MaybePromise<Observable<unknown>> {
+    let identity: MaybePromise<string>;
+    try {
+      identity = plan.identify(context);
+    } catch (error) {
+      return this.keyResolverFailed(plan, context, error);
+    }
+    if (!isPromiseLike(identity)) return this.acquire(plan, context, next, identity);
+    return identity.then(
+      (ready) => this.acquire(plan, context, next, ready),
+      (error: unknown) => this.keyResolverFailed(plan, context, error),
+    );
+  }
+
+  /** One storage call; if the storage cannot answer, the route's failure policy decides. */
+  private acquire(plan: ConcurrencyPlan, context: ExecutionContext, next: CallHandler, identity: string): MaybePromise<Observable<unknown>> {
+    const key = plan.keyFor(identity);
+    const leaseId = nextLeaseId();
+    let answer: MaybePromise<ConcurrencyDecision>;
+    try {
+      answer = this.storage.acquire(key, plan.limit, plan.leaseMs, leaseId);
+    } catch (error) {
+      return this.outage(plan, context, next, key, leaseId, error);
+    }
+    if (!isPromiseLike(answer)) return this.decide(plan, context, next, answer, this.store, key, leaseId);
+    return answer.then(
+      (decision) => this.decide(plan, context, next, decision, this.store, key, leaseId),
+      (error: unknown) => this.outage(plan, context, next, key, leaseId, error),
+    );
+  }
+
+  private decide(
+    plan: ConcurrencyPlan,
+    context: ExecutionContext,
+    next: CallHandler,
+    decision: ConcurrencyDecision,
+    holder: RateLimitStorage,
+    key: string,
+    leaseId: string,
+  ): Observable<unknown> {
+    if (!decision.allowed) throw this.refusal(context, this.exceeded(plan));
+    let held = true;
+    return this.run(context, next, () => {
+      if (!held) return;
+      held = false;
+      this.release(holder, key, leaseId);
+    });
+  }
+
+  /** Runs the handler; `release` (if a slot was taken) is called once, when the request has ended. */
+  private run(context: ExecutionContext, next: CallHandler, release?: () => void): Observable<unknown> {
+    if (context.getType() === 'http') {
+      if (release !== undefined) {
+        // a client that left while the guards or the storage were answering closed it already
+        if (responseClosed(context)) release();
+        else whenFinished(context, release);
+      }
+      return next.handle();
+    }
+    const source = next.handle();
+    return new Observable((subscriber) => {
+      let ended = false;
+      const end = (failed: boolean) => {
+        if (ended) return;
+        ended = true;
+        release?.();
+        settleOutcome(context, failed);
+      };
+      const subscription = source.subscribe({
+        next: (value) => subscriber.next(value),
+        error: (error: unknown) => {
+          end(true);
+          subscriber.error(error);
+        },
+        complete: () => {
+          end(false);
+          subscriber.complete();
+        },
+      });
+      // unsubscribed before it ended: a client that went away, a cancelled GraphQL operation
+      return () => {
+        subscription.unsubscribe();
+        end(true);
+      };
+    });
+  }
+
+  private release(holder: RateLimitStorage, key: string, leaseId: string): void {
+    let done: void | Promise<void>;
+    try {
+      done = holder.release!(key, leaseId);
+    } catch (error) {
+      return this.releaseFailed(key, error);
+    }
+    if (isPromiseLike(done)) done.then(undefined, (error: unknown) => this.releaseFailed(key, error));
+  }
+
+  private releaseFailed(key: string, error: unknown): void {
+    this.outageLog.warn(
+      `Could not release a concurrency slot under key "${key}" (${(error as Error)?.message ?? String(error)}); it comes back when its lease expires`,
+    );
+  }
+
+  private outage(
+    plan: ConcurrencyPlan,
+    context: ExecutionContext,
+    next: CallHandler,
+    key: string,
+    leaseId: string,
+    error: unknown,
+  ): Observable<unknown> {
+    if (!(error instanceof StorageUnavailableError)) throw this.refusal(context, error);
+    // a storage that answers after the deadline may have granted the lease: give it back
+    if (error.reason === 'timeout') this.release(this.store, key, leaseId);
+    const policy = plan.onStorageError;
+    this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy to the concurrency limit of ${plan.route}`);
+    if (policy === 'allow') return this.run(context, next);
+    if (policy === 'deny') {
+      throw this.refusal(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000)));
+    }
+    // memory: the limit holds per instance until the storage is back
+    const fallback = (this.fallback ??= new MemoryStorage());
+    return this.decide(plan, context, next, fallback.acquire(key, plan.limit, plan.leaseMs, leaseId), fallback, key, leaseId);
+  }
+
+  private exceeded(plan: ConcurrencyPlan): RateLimitExceededException {
+    const details = {
+      rule: plan.rule,
+      limit: plan.limit,
+      remaining: 0,
+      retryAfterMs: CONCURRENCY_RETRY_AFTER_MS,
+      resetMs: CONCURRENCY_RETRY_AFTER_MS,
+      resetAt: Date.now() + CONCURRENCY_RETRY_AFTER_MS,
+      cost: 1,
+    };
+    return withoutStack(() => new RateLimitExceededException(details, this.config.errorMessage, plan.deniedHeaders));
+  }
+
+  /**
+   * What to throw instead of running the handler: a refusal as the context's adapter throws it
+   * (the guard does the same); elsewhere than HTTP, the request is reported as failed first.
+   */
+  private refusal(context: ExecutionContext, error: unknown): unknown {
+    const type = context.getType();
+    if (type === 'http') return error;
+    settleOutcome(context, true);
+    if (!(error instanceof RateLimitExceededException || error instanceof RateLimitUnavailableException)) return error;
+    return contextAdapterFor(type)?.rejection?.(error as RateLimitRefusal, context) ?? error;
+  }
+
+  /** A key resolver failed: the request fails with a 500 and a logged error, never passes unlimited. */
+  private keyResolverFailed(plan: ConcurrencyPlan, context: ExecutionContext, error: unknown): never {
+    this.logger.error(`Concurrency limit key resolver failed on ${plan.route}; the request was refused.`, (error as Error)?.stack ?? String(error));
+    throw this.refusal(context, new InternalServerErrorException());
+  }
+}
+
+/** Whether the HTTP response (Express's, or under Fastify's reply) has closed already. */
+function responseClosed(context: ExecutionContext): boolean {
+  const response = context.getArgByIndex<ServerResponse | { raw?: ServerResponse }>(1);
+  const raw = response instanceof ServerResponse ? response : response?.raw;
+  return raw?.closed === true;
+}
