@@ -27,6 +27,8 @@ export {
 export type { ConcurrencyRule } from './concurrency/concurrency-rule.js';
 
 export { RateLimitGuard } from './guards/rate-limit.guard.js';
+export { RateLimitService } from './service/rate-limit.service.js';
+export type { RateLimitTarget, RateLimitTargetOptions, RateLimitStatus } from './service/rate-limit-target.js';
 export { RateLimitExceededException, type RateLimitExceededDetails } from './exceptions/rate-limit-exceeded.exception.js';
 export { RateLimitUnavailableException } from './exceptions/rate-limit-unavailable.exception.js';
 export { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
@@ -42,8 +44,8 @@ export { CircuitBreaker, type CircuitBreakerOptions } from './resilience/circuit
 export { StorageUnavailableError } from './resilience/storage-unavailable.error.js';
 export { CheckFailedError } from './storage/check-failed.error.js';
 
-export { parseRate, InvalidRateError, type ParsedRate } from './rules/parse-rate.js';
-export type { RateLimitRule } from './rules/rate-limit-rule.js';
+export { parseRate, parseDuration, InvalidRateError, InvalidDurationError, type ParsedRate } from './rules/parse-rate.js';
+export type { RateLimitRule, RateLimitCount } from './rules/rate-limit-rule.js';
 
 export type {
   RateLimitKeyResolver,
@@ -61,6 +63,7 @@ export {
   type RateLimitCheck,
 } from './storage/rate-limit-storage.interface.js';
 export type { RateLimitDecision, RateLimitResult } from './storage/rate-limit-decision.js';
+export type { ConcurrencyDecision } from './concurrency/concurrency-decision.js';
 export { MemoryStorage, type MemoryStorageOptions } from './storage/memory.storage.js';
 export { RedisStorage, type RedisStorageOptions } from './storage/redis.storage.js';
 

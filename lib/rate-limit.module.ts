@@ -19,6 +19,7 @@ import {
 } from './rate-limit.module-definition.js';
 import type { RateLimitModuleOptions } from './rate-limit.options.js';
 import { RoutePlanner } from './rules/route-planner.js';
+import { RateLimitService } from './service/rate-limit.service.js';
 import { createStorage } from './storage/create-storage.js';
 import { RATE_LIMIT_STORAGE, type RateLimitStorage } from './storage/rate-limit-storage.interface.js';
 
@@ -30,6 +31,7 @@ const PROVIDERS: Provider[] = [
     inject: [RATE_LIMIT_MODULE_OPTIONS],
   },
   RoutePlanner,
+  RateLimitService,
   RateLimitGuard,
   { provide: APP_GUARD, useExisting: RateLimitGuard },
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
@@ -73,6 +75,6 @@ function withProviders(module: DynamicModule): DynamicModule {
     // the route planner walks the app's routes at start-up
     imports: [...(module.imports ?? []), DiscoveryModule],
     providers: [...(module.providers ?? []), ...PROVIDERS],
-    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG],
+    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG, RateLimitService],
   };
 }

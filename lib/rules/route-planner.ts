@@ -1,4 +1,6 @@
-import { Inject, Injectable, type ExecutionContext, type OnModuleInit, type Type } from '@nestjs/common';
+import { Inject, Injectable, Optional, type ExecutionContext, type OnModuleInit, type Type } from '@nestjs/common';
+import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
+import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 import { DiscoveryService, MetadataScanner, ModuleRef, Reflector } from '@nestjs/core';
 import {
   assertUnits,
@@ -31,6 +33,7 @@ const EXEMPT: RoutePlan = {
   exempt: true,
   ruleSet: () => new RuleSet([], ''),
   cost: 0,
+  count: 'all',
   onStorageError: 'allow',
   identify: () => '',
 };
@@ -52,6 +55,8 @@ export class RoutePlanner implements OnModuleInit {
   private readonly ipResolver = new IpKeyResolver();
   /** Every rule set's client checks, under one app-wide bound. */
   private readonly checksCache = new ChecksCache();
+  /** What decorated routes declared for each bucket. */
+  private readonly buckets = new Map<string, BucketDefinition | 'ambiguous'>();
   /** Resolver classes, built once each and shared by every route that names them. */
   private readonly resolvers = new Map<Type<RateLimitKeyResolver>, MaybePromise<RateLimitKeyResolver>>();
 
@@ -61,6 +66,7 @@ export class RoutePlanner implements OnModuleInit {
     private readonly moduleRef: ModuleRef,
     private readonly discovery?: DiscoveryService,
     private readonly scanner?: MetadataScanner,
+    @Optional() @Inject(RATE_LIMIT_STORAGE) private readonly storage?: RateLimitStorage,
   ) {}
 
   /** Plans every controller route, and every provider method under `@RateLimit` (gateways, resolvers). */
@@ -116,6 +122,10 @@ export class RoutePlanner implements OnModuleInit {
     if (skipped || (metadata === undefined && defaultLimit === undefined)) return EXEMPT;
 
     const routeName = `${controller.name}.${handler.name}`;
+    if (metadata) this.declare(metadata, routeName);
+    if (metadata && (metadata.options.count ?? 'all') !== 'all' && this.storage?.adjust === undefined) {
+      throw new Error(`RateLimitModule: @RateLimit on ${routeName} counts only ${metadata.options.count}, which needs a storage with adjust(); ${this.storage?.constructor.name} has none.`);
+    }
     const defaultRules = defaultLimit
       ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })
       : [];
@@ -127,12 +137,26 @@ export class RoutePlanner implements OnModuleInit {
       exempt: false,
       ruleSet,
       cost: costOf(metadata?.options.cost),
+      count: metadata?.options.count ?? 'all',
       onStorageError: metadata?.options.onStorageError ?? this.config.onStorageError,
       identify: (context: ExecutionContext) => {
         const identity = resolve(context);
         return isPromiseLike(identity) ? identity.then((id) => this.orIp(id, context)) : this.orIp(identity, context);
       },
     }));
+  }
+
+  /** The limit of the decorated routes using `bucket`, or 'ambiguous' if they differ (for RateLimitService). */
+  bucket(name: string): BucketDefinition | 'ambiguous' | undefined {
+    return this.buckets.get(name);
+  }
+
+  private declare(metadata: RateLimitMetadata, routeName: string): void {
+    const { bucket = routeName, algorithm = this.config.algorithm, burst } = metadata.options;
+    const definition: BucketDefinition = { rate: metadata.rate, algorithm, burst, blockMs: metadata.blockMs };
+    const known = this.buckets.get(bucket);
+    if (known === undefined) this.buckets.set(bucket, definition);
+    else if (known !== 'ambiguous' && !sameDefinition(known, definition)) this.buckets.set(bucket, 'ambiguous');
   }
 
   /** An empty answer falls back to the client IP, as `ip:<address>`; a wrong type is an error. */
@@ -151,9 +175,10 @@ export class RoutePlanner implements OnModuleInit {
     routeName: string,
     defaultRules: readonly RateLimitRule[],
   ): RoutePlan['ruleSet'] {
-    const { bucket = routeName, algorithm = this.config.algorithm, burst } = metadata.options;
+    const { bucket = routeName, algorithm = this.config.algorithm, burst, count } = metadata.options;
+    const { blockMs } = metadata;
     const compile = (rates: readonly ParsedRate[], cache?: ChecksCache) =>
-      new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst }), ...defaultRules], this.config.keyPrefix, cache);
+      new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst, blockMs, count }), ...defaultRules], this.config.keyPrefix, cache);
     const { rate } = metadata;
     if (typeof rate !== 'function') return constant(compile(rate, this.checksCache));
 
@@ -274,6 +299,19 @@ export class RoutePlanner implements OnModuleInit {
     }
     await Promise.all(planning);
   }
+}
+
+/** A bucket's limit as its routes declare it. */
+export interface BucketDefinition {
+  readonly rate: RateLimitMetadata['rate'];
+  readonly algorithm: AlgorithmName;
+  readonly burst?: number;
+  readonly blockMs: number;
+}
+
+function sameDefinition(a: BucketDefinition, b: BucketDefinition): boolean {
+  const rateText = (rate: BucketDefinition['rate']) => (typeof rate === 'function' ? rate : rate.map((r) => r.text).join(';'));
+  return rateText(a.rate) === rateText(b.rate) && a.algorithm === b.algorithm && a.burst === b.burst && a.blockMs === b.blockMs;
 }
 
 function isResolverClass(key: RateLimitKey): key is Type<RateLimitKeyResolver> {

@@ -42,6 +42,8 @@ export class MemoryStorage implements RateLimitStorage {
   private readonly keyOf: (string | undefined)[] = [];
   private state = new Float64Array(0);
   private recentlyUsed = new Uint8Array(0);
+  /** 1 where the slot holds a block (until its expiry) instead of an algorithm's state. */
+  private blocked = new Uint8Array(0);
   private readonly logs: (number[] | undefined)[] = [];
   private readonly freeSlots: number[] = [];
   private capacity = 0;
@@ -54,6 +56,7 @@ export class MemoryStorage implements RateLimitStorage {
   // Scratch space reused by every check.
   private readonly outcomes: AlgorithmOutcome[] = [];
   private readonly slots: number[] = [];
+  private readonly wasBlocked: boolean[] = [];
 
   constructor(options: MemoryStorageOptions = {}) {
     const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
@@ -72,24 +75,90 @@ export class MemoryStorage implements RateLimitStorage {
   check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult {
     const now = this.clock();
     this.reclaim(now, RECLAIM_PER_CHECK);
+    const allowed = this.evaluate(checks, cost, now);
+    if (allowed) {
+      // Keys that have a slot first: making room for a new key must not free a slot still to be written.
+      for (let i = 0; i < checks.length; i++) if (this.slots[i] >= 0) this.commit(checks[i], this.slots[i], now, cost, this.outcomes[i]);
+      for (let i = 0; i < checks.length; i++) if (this.slots[i] < 0) this.commit(checks[i], -1, now, cost, this.outcomes[i]);
+    } else {
+      for (let i = 0; i < checks.length; i++) {
+        const { rule } = checks[i];
+        const out = this.outcomes[i];
+        if (!out.allowed && rule.blockMs > 0 && !this.wasBlocked[i] && cost <= rule.capacity) {
+          // blockFor: denied by this rule, so denied by it until the block ends
+          out.remaining = 0;
+          out.retryAfterMs = out.resetMs = rule.blockMs;
+          this.slots[i] = this.writeBlock(checks[i].key, this.slots[i], now + rule.blockMs, now);
+        } else if (this.slots[i] >= 0) {
+          this.recentlyUsed[this.slots[i]] = 1;
+        }
+      }
+    }
+    return settleCheck(checks, now, cost, this.outcomes);
+  }
+
+  peek(checks: readonly RateLimitCheck[], cost: number): RateLimitResult {
+    const now = this.clock();
+    this.evaluate(checks, cost, now);
+    return settleCheck(checks, now, cost, this.outcomes, false);
+  }
+
+  adjust(checks: readonly RateLimitCheck[], units: number): RateLimitResult {
+    const now = this.clock();
+    this.evaluate(checks, 1, now); // finds the blocked keys, which stay as they are
+    const skip = this.wasBlocked.slice(0, checks.length);
+    for (let i = 0; i < checks.length; i++) {
+      if (skip[i]) continue;
+      const { key, rule } = checks[i];
+      const algorithm = getAlgorithm(rule.algorithm);
+      let slot = this.slotOf.get(key) ?? -1;
+      const live = slot >= 0 && this.state[slot * STATE_STRIDE] > now;
+      const out = this.outcomes[i];
+      const log = algorithm.log ? (live ? (this.logs[slot] ??= []) : []) : undefined;
+      algorithm.adjust(this.state, live ? slot * STATE_STRIDE : -1, now, rule, units, out, log);
+      if (out.expiresAt <= now) {
+        if (slot >= 0) this.freeSlot(key, slot);
+        continue;
+      }
+      if (slot < 0) slot = this.allocate(key, now);
+      this.store(slot, out);
+      if (log) this.logs[slot] = log;
+    }
+    return this.peek(checks, 1);
+  }
+
+  reset(checks: readonly RateLimitCheck[]): void {
+    for (const { key } of checks) {
+      const slot = this.slotOf.get(key);
+      if (slot !== undefined) this.freeSlot(key, slot);
+    }
+  }
+
+  block(checks: readonly RateLimitCheck[], durationMs: number): void {
+    const now = this.clock();
+    for (const { key } of checks) this.writeBlock(key, this.slotOf.get(key) ?? -1, now + durationMs, now);
+  }
+
+  /** Every rule's verdict on a request of `cost`, into `outcomes`, `slots` and `wasBlocked`; writes nothing. */
+  private evaluate(checks: readonly RateLimitCheck[], cost: number, now: number): boolean {
     let allowed = true;
     for (let i = 0; i < checks.length; i++) {
       const { key, rule } = checks[i];
       const slot = this.slotOf.get(key) ?? -1;
       const at = slot >= 0 && this.state[slot * STATE_STRIDE] > now ? slot * STATE_STRIDE : -1;
       const out = (this.outcomes[i] ??= new AlgorithmOutcome());
-      getAlgorithm(rule.algorithm).check(this.state, at, now, rule, cost, out, slot >= 0 ? this.logs[slot] : undefined);
       this.slots[i] = slot;
+      this.wasBlocked[i] = at >= 0 && this.blocked[slot] === 1;
+      if (this.wasBlocked[i]) {
+        out.allowed = false;
+        out.remaining = 0;
+        out.retryAfterMs = out.resetMs = this.state[at] - now;
+      } else {
+        getAlgorithm(rule.algorithm).check(this.state, at, now, rule, cost, out, slot >= 0 ? this.logs[slot] : undefined);
+      }
       allowed &&= out.allowed;
     }
-    if (allowed) {
-      // Keys that have a slot first: making room for a new key must not free a slot still to be written.
-      for (let i = 0; i < checks.length; i++) if (this.slots[i] >= 0) this.commit(checks[i], this.slots[i], now, cost, this.outcomes[i]);
-      for (let i = 0; i < checks.length; i++) if (this.slots[i] < 0) this.commit(checks[i], -1, now, cost, this.outcomes[i]);
-    } else {
-      for (let i = 0; i < checks.length; i++) if (this.slots[i] >= 0) this.recentlyUsed[this.slots[i]] = 1;
-    }
-    return settleCheck(checks, now, cost, this.outcomes);
+    return allowed;
   }
 
   /**
@@ -121,22 +190,40 @@ export class MemoryStorage implements RateLimitStorage {
     this.leases?.clear();
     this.nextSlot = 0;
     this.state.fill(0);
+    this.blocked.fill(0);
   }
 
   private commit(check: RateLimitCheck, known: number, now: number, cost: number, out: AlgorithmOutcome): void {
     const slot = known >= 0 ? known : this.allocate(check.key, now);
-    const at = slot * STATE_STRIDE;
-    const live = this.state[at] > now;
-    this.state[at] = out.expiresAt;
-    this.state[at + 1] = out.a;
-    this.state[at + 2] = out.b;
-    this.state[at + 3] = out.c;
-    this.recentlyUsed[slot] = 1;
+    const live = this.state[slot * STATE_STRIDE] > now;
+    this.store(slot, out);
     const { log } = getAlgorithm(check.rule.algorithm);
     if (log) {
       const entries = live ? (this.logs[slot] ??= []) : (this.logs[slot] = []);
       log.commit(entries, now, cost, out);
     }
+  }
+
+  private store(slot: number, out: AlgorithmOutcome): void {
+    const at = slot * STATE_STRIDE;
+    this.state[at] = out.expiresAt;
+    this.state[at + 1] = out.a;
+    this.state[at + 2] = out.b;
+    this.state[at + 3] = out.c;
+    this.recentlyUsed[slot] = 1;
+    this.blocked[slot] = 0;
+  }
+
+  /** Replaces the key's state with a block ending at `ends`; returns its slot. */
+  private writeBlock(key: string, known: number, ends: number, now: number): number {
+    const slot = known >= 0 ? known : this.allocate(key, now);
+    const at = slot * STATE_STRIDE;
+    this.state.fill(0, at, at + STATE_STRIDE);
+    this.state[at] = ends;
+    this.recentlyUsed[slot] = 1;
+    this.blocked[slot] = 1;
+    this.logs[slot] = undefined;
+    return slot;
   }
 
   private allocate(key: string, now: number): number {
@@ -174,6 +261,7 @@ export class MemoryStorage implements RateLimitStorage {
     this.keyOf[slot] = undefined;
     this.state[slot * STATE_STRIDE] = 0;
     this.recentlyUsed[slot] = 0;
+    this.blocked[slot] = 0;
     this.logs[slot] = undefined;
     this.freeSlots.push(slot);
   }
@@ -184,8 +272,11 @@ export class MemoryStorage implements RateLimitStorage {
     state.set(this.state);
     const recentlyUsed = new Uint8Array(capacity);
     recentlyUsed.set(this.recentlyUsed);
+    const blocked = new Uint8Array(capacity);
+    blocked.set(this.blocked);
     this.state = state;
     this.recentlyUsed = recentlyUsed;
+    this.blocked = blocked;
     this.capacity = capacity;
   }
 

@@ -3,9 +3,10 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult, type RawOutcome } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 import { BlockCache } from './block-cache.js';
-import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
+import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
 import { buildCheckScript, REDIS_CHECK_LUA } from './redis-check.lua.js';
 import { RedisCheckBatch, type PendingCheck } from './redis-check-batch.js';
+import { REDIS_CONTROL_LUA } from './redis-control.lua.js';
 import { CheckFailedError } from './check-failed.error.js';
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
 import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
@@ -26,10 +27,15 @@ export interface RedisStorageOptions {
   clock?: () => number;
   /**
    * Denies in-process, without a round trip, a key Redis denied until its retry-after ends.
-   * On by default with room for 10,000 keys; `false` turns it off.
+   * On by default with room for 10,000 keys; `false` turns it off. Each storage subscribes to
+   * `channel` (default `rate-limit:block-cache`) on a connection of its own, where `reset` (and a
+   * refund that reopens an exhausted budget) names the keys every instance must forget.
    */
-  blockCache?: { maxKeys?: number } | false;
+  blockCache?: { maxKeys?: number; channel?: string } | false;
 }
+
+/** Where the storages sharing a Redis tell each other which cached denials to drop. */
+const DEFAULT_CHANNEL = 'rate-limit:block-cache';
 
 const COMMAND = 'rateLimitCheck';
 
@@ -51,6 +57,7 @@ const CREATED_CLIENT_DEFAULTS: RedisOptions = {
 const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<(number | string)[]>;
+type ControlOperation = 'peek' | 'adjust' | 'reset' | 'block';
 
 /**
  * Checks per script call at most. Smaller batches cost more per check; bigger ones keep fewer
@@ -79,6 +86,10 @@ export class RedisStorage implements RateLimitStorage {
   private readonly healLog = new ThrottledLogger('RedisStorage');
   /** Every script's source, loaded on each master by `init`. */
   private readonly scripts: string[] = [];
+  private readonly runControl: CheckCommand;
+  /** The block cache's invalidations arrive here; undefined without a block cache. */
+  private readonly subscriber?: Redis | Cluster;
+  private readonly channel: string = '';
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -93,8 +104,13 @@ export class RedisStorage implements RateLimitStorage {
     }
     this.isCluster = this.client instanceof Cluster;
     this.clock = options.clock;
-    if (options.blockCache !== false) this.blocks = new BlockCache(options.blockCache?.maxKeys ?? 10_000);
+    if (options.blockCache !== false) {
+      this.blocks = new BlockCache(options.blockCache?.maxKeys ?? 10_000);
+      this.channel = options.blockCache?.channel ?? DEFAULT_CHANNEL;
+      this.subscriber = this.listen(this.blocks);
+    }
     this.runMixed = this.define(COMMAND, REDIS_CHECK_LUA);
+    this.runControl = this.define('rateLimitControl', REDIS_CONTROL_LUA);
     for (const algorithm of Object.values(ALGORITHMS)) {
       this.runSingle[algorithm.code] = this.define(`${COMMAND}_${algorithm.code}`, buildCheckScript([algorithm]));
     }
@@ -107,6 +123,55 @@ export class RedisStorage implements RateLimitStorage {
     const blocked = this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
     return new Promise((resolve, reject) => this.enqueue({ checks, cost, sentAt, resolve, reject }));
+  }
+
+  peek(checks: readonly RateLimitCheck[], cost: number): Promise<RateLimitResult> {
+    return this.control('peek', checks, cost);
+  }
+
+  adjust(checks: readonly RateLimitCheck[], units: number): Promise<RateLimitResult> {
+    if (units < 0) this.blocks?.forget(checks.map((check) => check.key));
+    return this.control('adjust', checks, units);
+  }
+
+  async reset(checks: readonly RateLimitCheck[]): Promise<void> {
+    this.blocks?.forget(checks.map((check) => check.key));
+    await this.control('reset', checks, 0);
+  }
+
+  async block(checks: readonly RateLimitCheck[], durationMs: number): Promise<void> {
+    this.blocks?.forget(checks.map((check) => check.key));
+    await this.control('block', checks, durationMs);
+  }
+
+  /** One call of the control script (see redis-control.lua.ts); not batched, as it is rare. */
+  private async control(operation: ControlOperation, checks: readonly RateLimitCheck[], amount: number): Promise<RateLimitResult> {
+    const now = this.clock ? this.clock() : Date.now();
+    const args: (string | number)[] = [this.clock ? now : '', operation, amount, this.channel];
+    for (const { rule } of checks) args.push(getAlgorithm(rule.algorithm).code, rule.limit, rule.windowMs, rule.burst);
+    const reply = await this.runControl(checks.length, checks.map((check) => check.key), args);
+    const outcomes: RawOutcome[] = [];
+    for (let at = 0; at < reply.length; at += 4) {
+      outcomes.push({ allowed: reply[at] === 1, remaining: reply[at + 1] as number, retryAfterMs: reply[at + 2] as number, resetMs: reply[at + 3] as number });
+    }
+    return outcomes.length === 0 ? { allowed: true, now, decisions: [] } : settleCheck(checks, now, operation === 'peek' ? amount : 1, outcomes, false);
+  }
+
+  /**
+   * Subscribes, on a connection of its own, to the keys other instances reset. Denials cached
+   * while no message could arrive may be stale, so each (re)subscription starts the cache over.
+   */
+  private listen(blocks: BlockCache): Redis | Cluster {
+    const subscriber: Redis | Cluster = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
+    subscriber.on('error', () => undefined); // the main connection reports outages
+    subscriber.on('ready', () => {
+      subscriber.subscribe(this.channel).then(() => blocks.clear(), () => undefined);
+    });
+    subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.channel) blocks.forget(message.split('\n'));
+    });
+    if (subscriber.status === 'wait') subscriber.connect().catch(() => undefined);
+    return subscriber;
   }
 
   /** A denial from the block cache, without a round trip; undefined if it knows none. */
@@ -222,8 +287,9 @@ export class RedisStorage implements RateLimitStorage {
     await Promise.all(nodes.flatMap((node) => this.scripts.map((lua) => node.script('LOAD', lua).catch(() => undefined))));
   }
 
-  /** Quits the client only if this storage created it. */
+  /** Quits the client only if this storage created it (and always its own subscriber). */
   async close(): Promise<void> {
+    this.subscriber?.disconnect();
     if (!this.ownsClient || this.client.status === 'end') return;
     if (this.client.status !== 'ready') return this.client.disconnect();
     // QUIT lets in-flight checks finish; a Redis that hangs gets half a second, then the socket is cut.
