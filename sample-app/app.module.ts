@@ -5,10 +5,13 @@ import { RateLimitModule, type RateLimitModuleOptions } from '../lib/index.js';
 import { AuthController } from './auth/auth.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { ItemsController } from './items/items.controller.js';
+import { QuotaController } from './quota/quota.controller.js';
 import { QuoteResolver } from './quotes/quote.resolver.js';
 import { QuotesController } from './quotes/quotes.controller.js';
 import { QuotesGateway } from './quotes/quotes.gateway.js';
 import { QuotesService } from './quotes/quotes.service.js';
+import { ReportsController } from './reports/reports.controller.js';
+import { reportDelayProvider, ReportsService } from './reports/reports.service.js';
 import { UserDataController } from './user-data/user-data.controller.js';
 import { UserIdKeyResolver } from './user-data/user-id.key-resolver.js';
 import { AuthMiddleware } from './users/auth.middleware.js';
@@ -35,9 +38,26 @@ export class AppModule implements NestModule {
           context: (http: object, reply?: object) => (reply === undefined ? http : { req: http, reply }),
         }),
       ],
-      controllers: [QuotesController, AuthController, ItemsController, UserDataController, HealthController],
+      controllers: [
+        QuotesController,
+        AuthController,
+        ItemsController,
+        UserDataController,
+        HealthController,
+        QuotaController,
+        ReportsController,
+      ],
       // UserIdKeyResolver is a provider so the rate-limit guard gets it, with UsersService, from DI.
-      providers: [UsersService, QuotesService, UserIdKeyResolver, QuotesGateway, QuoteResolver],
+      // RateLimitService, which AuthController and QuotaController inject, comes from the global RateLimitModule.
+      providers: [
+        UsersService,
+        QuotesService,
+        UserIdKeyResolver,
+        QuotesGateway,
+        QuoteResolver,
+        ReportsService,
+        reportDelayProvider, // how long a report takes: tests replace it
+      ],
     };
   }
 

@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { rateLimitRequest, type RateLimitKeyFunction, type RateLimitRateFunction } from '../../lib/index.js';
 import { requestUser } from '../users/request-user.js';
+import type { UserRequest } from '../users/user.interface.js';
 
 /**
  * The limit of a quote, for `GET /quotes/:symbol` and the GraphQL `quote` query alike. Both name
@@ -8,19 +9,28 @@ import { requestUser } from '../users/request-user.js';
  */
 export const QUOTES_BUCKET = 'quotes';
 
-/** `rateLimitRequest()` is the HTTP request on both transports (for GraphQL, the one carrying the operation). */
-function paidUser(context: ExecutionContext) {
-  const user = requestUser(rateLimitRequest(context));
-  return user?.plan === 'paid' ? user : undefined;
+/** A caller's quote allowance: its rate, and the key its quotes count under. */
+export interface QuotePlan {
+  readonly rate: string;
+  /** `user:<id>` for a paid user; undefined for everyone else, who count under the client IP. */
+  readonly key: string | undefined;
 }
 
 /**
  * Paid users get 1000/minute on their own budget, wherever they call from. Everyone else, free
  * users included, shares the 100/minute of their IP: a free token buys no extra quota.
+ * `GET /rate_limit` reads the same plan, so it shows the budget the quotes really draw on.
  */
-export const quoteRate: RateLimitRateFunction = (context) => (paidUser(context) ? '1000/minute' : '100/minute');
+export function quotePlan(request: UserRequest): QuotePlan {
+  const user = requestUser(request);
+  return user?.plan === 'paid' ? { rate: '1000/minute', key: `user:${user.id}` } : { rate: '100/minute', key: undefined };
+}
 
-export const quoteKey: RateLimitKeyFunction = (context) => {
-  const user = paidUser(context);
-  return user ? `user:${user.id}` : undefined; // undefined: the client IP
-};
+/** `rateLimitRequest()` is the HTTP request on both transports (for GraphQL, the one carrying the operation). */
+function planOf(context: ExecutionContext): QuotePlan {
+  return quotePlan(rateLimitRequest<UserRequest>(context));
+}
+
+export const quoteRate: RateLimitRateFunction = (context) => planOf(context).rate;
+
+export const quoteKey: RateLimitKeyFunction = (context) => planOf(context).key; // undefined: the client IP
