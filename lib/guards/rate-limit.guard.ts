@@ -179,7 +179,7 @@ export class RateLimitGuard implements CanActivate {
     const counted = checks.filter((check) => check.rule.count !== 'all');
     let done: MaybePromise<unknown>;
     try {
-      done = this.rawStorage.adjust!(counted, -cost);
+      done = this.storage.call(() => this.rawStorage.adjust!(counted, -cost));
     } catch (error) {
       return this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`);
     }

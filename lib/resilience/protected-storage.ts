@@ -107,10 +107,15 @@ export class ProtectedStorage {
    * checks. The storage must have `acquire` (the module checks at start-up).
    */
   acquire(key: string, limit: number, leaseMs: number, leaseId: string): MaybePromise<ConcurrencyDecision> {
+    return this.call(() => this.storage.acquire!(key, limit, leaseMs, leaseId));
+  }
+
+  /** Any other storage call (RateLimitService, refunds), under the same deadline and circuit breaker. */
+  call<T>(operation: () => MaybePromise<T>): MaybePromise<T> {
     if (!this.breaker.allow()) throw new StorageUnavailableError('circuit-open');
-    let answer: MaybePromise<ConcurrencyDecision>;
+    let answer: MaybePromise<T>;
     try {
-      answer = this.storage.acquire!(key, limit, leaseMs, leaseId);
+      answer = operation();
     } catch (error) {
       this.breaker.failure();
       throw new StorageUnavailableError('error', error);

@@ -2,6 +2,9 @@ import { Inject, Injectable } from '@nestjs/common';
 import { assertUnits } from '../decorators/rate-limit.decorator.js';
 import { mostConstraining } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { ProtectedStorage } from '../resilience/protected-storage.js';
+import type { MaybePromise } from '../utils/maybe-async.js';
 import { bindRules } from '../rules/bind-rules.js';
 import { parseDuration, parseRate, type ParsedRate } from '../rules/parse-rate.js';
 import { RoutePlanner } from '../rules/route-planner.js';
@@ -18,61 +21,70 @@ const LOOKS_LIKE_RATE = /\/|\sper\s/i;
 /**
  * Limits from code: read, charge, refund, reset or block a client's usage of a limit, with the
  * same rules, storage and keys as the decorated routes. Each method is one storage call, atomic
- * in the storage; `reset` and `block` hold on every app instance sharing it.
+ * in the storage; `reset` and `block` hold on every app instance sharing it. A storage that
+ * cannot answer within `storageTimeout` makes the call reject with StorageUnavailableError.
  *
  * `identity` is what the route's key resolver yields: `ip:<address>` for the default IP key.
  */
 @Injectable()
 export class RateLimitService {
   private readonly ruleSets = new Map<string, RuleSet>();
+  /** The guard's deadline and a circuit breaker of its own: a caller never waits on a stuck storage. */
+  private readonly bounded: ProtectedStorage;
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
     @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
     private readonly planner: RoutePlanner,
-  ) {}
+  ) {
+    this.bounded = new ProtectedStorage(storage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+  }
 
   /** Charges `cost` units and answers the decision; a denial is returned, not thrown. */
   async consume(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
     assertUnits('cost', cost);
-    return status(await this.storage.check(this.checks(identity, target), cost));
+    const checks = this.checks(identity, target);
+    return status(await this.bounded.call(() => this.storage.check(checks, cost)));
   }
 
   /** The decision a request of `cost` would get now, charging nothing; `remaining` is what is left now. */
   async peek(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
     assertUnits('cost', cost);
-    return status(await this.required('peek').call(this.storage, this.checks(identity, target), cost));
+    return status(await this.run('peek', this.checks(identity, target), cost));
   }
 
   /** Gives `units` back (never beyond a fresh state); answers what a peek then sees. */
   async reward(identity: string, target: RateLimitTarget, units = 1): Promise<RateLimitStatus> {
     assertUnits('cost', units);
-    return status(await this.required('adjust').call(this.storage, this.checks(identity, target), -units));
+    return status(await this.run('adjust', this.checks(identity, target), -units));
   }
 
   /** Takes `units` more, even past the limit (the client then waits longer); answers what a peek then sees. */
   async penalize(identity: string, target: RateLimitTarget, units = 1): Promise<RateLimitStatus> {
     assertUnits('cost', units);
-    return status(await this.required('adjust').call(this.storage, this.checks(identity, target), units));
+    return status(await this.run('adjust', this.checks(identity, target), units));
   }
 
   /** Forgets the client's usage of the limit, and any block, on every instance. */
   async reset(identity: string, target: RateLimitTarget): Promise<void> {
-    await this.required('reset').call(this.storage, this.checks(identity, target));
+    await this.run('reset', this.checks(identity, target), 0);
   }
 
   /** Denies the client on the limit for `duration` (`'15 minutes'`, or ms), on every instance; its usage is dropped. */
   async block(identity: string, target: RateLimitTarget, duration: string | number): Promise<void> {
-    const ms = parseDuration(duration);
-    await this.required('block').call(this.storage, this.checks(identity, target), ms);
+    await this.run('block', this.checks(identity, target), parseDuration(duration));
   }
 
-  private required<M extends 'peek' | 'adjust' | 'reset' | 'block'>(method: M): NonNullable<RateLimitStorage[M]> {
-    const implementation = this.storage[method];
+  /**
+   * One call of a storage method, bounded: a storage that fails, hangs or whose circuit is open
+   * rejects with StorageUnavailableError within the module's `storageTimeout`.
+   */
+  private async run<M extends 'peek' | 'adjust' | 'reset' | 'block'>(method: M, checks: readonly RateLimitCheck[], amount: number) {
+    const implementation = this.storage[method] as ((checks: readonly RateLimitCheck[], amount: number) => MaybePromise<RateLimitResult | void>) | undefined;
     if (typeof implementation !== 'function') {
       throw new Error(`RateLimitService: the storage ${this.storage.constructor.name} has no ${method}() method.`);
     }
-    return implementation as NonNullable<RateLimitStorage[M]>;
+    return (await this.bounded.call(() => implementation.call(this.storage, checks, amount))) as M extends 'reset' | 'block' ? void : RateLimitResult;
   }
 
   private checks(identity: string, target: RateLimitTarget): readonly RateLimitCheck[] {

@@ -11,10 +11,10 @@ import {
   type INestApplication,
 } from '@nestjs/common';
 import request from 'supertest';
-import { RateLimit, RateLimitService, RedisStorage, type RateLimitStorage } from '../../lib/index.js';
+import { RateLimit, RateLimitService, RedisStorage, StorageUnavailableError, type RateLimitStorage } from '../../lib/index.js';
 import { remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { startRedis, type TestRedis } from '../support/redis-server.js';
+import { startPrivateRedis, startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 
 /** Each test names its client in a header, so the identity is known: `client:<name>`. */
@@ -297,6 +297,29 @@ describe('limits from code, count and blockFor', () => {
         const response = await b.quote('ola');
         if (response.status === 200) break;
         expect(performance.now() - rewardedAt).toBeLessThan(100);
+      }
+    });
+  });
+
+  describe('when Redis cannot answer', () => {
+    it('a service call rejects with StorageUnavailableError within the storage timeout, frozen or down', async () => {
+      const privateRedis = await startPrivateRedis(); // frozen and killed on purpose
+      const storage = new RedisStorage({ url: privateRedis.url });
+      const app = await createScenarioApp([ControlController], { storage, storageTimeout: 50 });
+      try {
+        const service = app.get(RateLimitService);
+        expect(await service.peek('client:una', 'quotes')).toMatchObject({ remaining: 5 });
+        privateRedis.freeze();
+        const startedAt = performance.now();
+        await expect(service.reset('client:una', 'login')).rejects.toBeInstanceOf(StorageUnavailableError);
+        expect(performance.now() - startedAt).toBeLessThan(1_000);
+        privateRedis.thaw();
+        await privateRedis.kill();
+        await expect(service.consume('client:una', 'quotes')).rejects.toBeInstanceOf(StorageUnavailableError);
+      } finally {
+        await app.close();
+        await storage.close();
+        await privateRedis.stop();
       }
     });
   });
