@@ -16,8 +16,11 @@ export function whenFinished(context: ExecutionContext, done: OutcomeListener): 
   if (context.getType() === 'http') {
     const response = context.getArgByIndex<ServerResponse | { raw: ServerResponse }>(1);
     const raw = response instanceof ServerResponse ? response : response.raw;
-    // 'close' comes last, whether the response finished or the client went away first.
-    raw.once('close', () => done(!raw.writableFinished || raw.statusCode >= 400));
+    const report = () => done(!raw.writableFinished || raw.statusCode >= 400);
+    // 'close' comes last, whether the response finished or the client went away first; a client
+    // gone before this was called (while a guard or the storage answered) closed it already.
+    if (raw.closed) report();
+    else raw.once('close', report);
     return;
   }
   const args = context.getArgs();
