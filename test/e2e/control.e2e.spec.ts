@@ -54,6 +54,13 @@ class ControlController {
     return { ok: true };
   }
 
+  @Post('slow-key')
+  @HttpCode(200)
+  @RateLimit('1/minute', { key: slowKey, count: 'successes' })
+  slowKeyRoute() {
+    return { ok: true };
+  }
+
   /** Never answers until the test lets it: for requests the client gives up on. */
   @Post('slow-login')
   @HttpCode(200)
@@ -65,6 +72,18 @@ class ControlController {
 }
 
 let release: (() => void) | undefined;
+/** Lets a slow key resolver answer; set while one waits. */
+let answerKey: (() => void) | undefined;
+/** Set when the request of a slow key resolver has closed on the server. */
+let keyRequestClosed: Promise<void> | undefined;
+
+async function slowKey(context: ExecutionContext): Promise<string> {
+  const raw = context.switchToHttp().getResponse();
+  const response = 'raw' in raw ? raw.raw : raw;
+  keyRequestClosed = new Promise((resolve) => response.once('close', resolve));
+  await new Promise<void>((resolve) => (answerKey = resolve));
+  return 'client:gil';
+}
 
 /** Retries `assertion` until it passes or `timeoutMs` ends: refunds land when the response has closed. */
 async function eventually(assertion: () => Promise<void>, timeoutMs = 2_000): Promise<void> {
@@ -178,6 +197,23 @@ describe('limits from code, count and blockFor', () => {
         await eventually(async () => expect((await service.peek('client:fay', 'ControlController.slowLogin')).remaining).toBe(0));
         const refused = await fetch(`http://127.0.0.1:${port}/slow-login`, { method: 'POST', headers: { 'x-client': 'fay' } });
         expect(refused.status).toBe(429);
+      });
+
+      it("a client gone before the guard admitted it counts as failed: under count: 'successes' its unit comes back", async () => {
+        const server = app.getHttpServer();
+        if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+        const { port } = server.address() as { port: number };
+        const aborted = new AbortController();
+        const pending = fetch(`http://127.0.0.1:${port}/slow-key`, { method: 'POST', signal: aborted.signal });
+        await eventually(async () => expect(answerKey).toBeDefined());
+        aborted.abort();
+        await expect(pending).rejects.toThrow();
+        await keyRequestClosed;
+        answerKey!();
+        answerKey = undefined;
+        // the guard has charged once the key exists (a refund keeps it, at 0)
+        await eventually(async () => expect(await target.expiresAt(storage, 'rl:{client:gil}:ControlController.slowKeyRoute:fw60000')).toBeDefined());
+        await eventually(async () => expect((await service.peek('client:gil', 'ControlController.slowKeyRoute')).remaining).toBe(1));
       });
 
       it('consume, peek, reward and penalize share the budget of the route with the same bucket', async () => {
