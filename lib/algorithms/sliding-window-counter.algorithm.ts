@@ -13,14 +13,7 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
   luaAdjust: SLIDING_WINDOW_COUNTER_ADJUST_LUA,
   check(state, at, now, { limit, windowMs }, cost, out) {
     const start = now - (now % windowMs);
-    let current = 0;
-    let previous = 0;
-    if (at >= 0 && state[at + 1] === start) {
-      current = state[at + 2];
-      previous = state[at + 3];
-    } else if (at >= 0 && state[at + 1] === start - windowMs) {
-      previous = state[at + 2];
-    }
+    const { current, previous } = countsAt(state, at, start, windowMs);
     const elapsed = now - start;
     const estimate = (previous * (windowMs - elapsed)) / windowMs + current;
     if (estimate + cost <= limit) {
@@ -49,14 +42,7 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
   },
   adjust(state, at, now, { windowMs }, units, out) {
     const start = now - (now % windowMs);
-    let current = 0;
-    let previous = 0;
-    if (at >= 0 && state[at + 1] === start) {
-      current = state[at + 2];
-      previous = state[at + 3];
-    } else if (at >= 0 && state[at + 1] === start - windowMs) {
-      previous = state[at + 2];
-    }
+    const { current, previous } = countsAt(state, at, start, windowMs);
     // A refund comes out of this window first; what this window lacks, out of the previous one.
     const fromCurrent = Math.max(-current, units);
     out.expiresAt = start + 2 * windowMs;
@@ -65,3 +51,19 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
     out.c = Math.max(0, previous + (units - fromCurrent));
   },
 };
+
+/** Reused by every call, so reading the counts allocates nothing. */
+const counts = { current: 0, previous: 0 };
+
+/** The counts of the window starting at `start` and of the one before, from state that may be older. */
+function countsAt(state: Float64Array, at: number, start: number, windowMs: number): typeof counts {
+  counts.current = 0;
+  counts.previous = 0;
+  if (at >= 0 && state[at + 1] === start) {
+    counts.current = state[at + 2];
+    counts.previous = state[at + 3];
+  } else if (at >= 0 && state[at + 1] === start - windowMs) {
+    counts.previous = state[at + 2];
+  }
+  return counts;
+}

@@ -33,16 +33,9 @@ export const SLIDING_WINDOW_LOG_LUA = `function(key, now, limit, window, burst, 
   end
   local retry = 0
   if cost <= limit then
-    -- The oldest request whose units, once gone, leave room for this one: entries are in
-    -- order of both time and running count, so a binary search by rank finds it.
-    local target = first_before + count + cost - limit
-    local low, high = 0, redis.call('ZCARD', key) - 1
-    while low < high do
-      local middle = math.floor((low + high) / 2)
-      local _, after = log_entry(redis.call('ZRANGE', key, middle, middle)[1])
-      if after and after >= target then high = middle else low = middle + 1 end
-    end
-    retry = tonumber(redis.call('ZRANGE', key, low, low, 'WITHSCORES')[2]) + window - now
+    -- The oldest request whose units, once gone, leave room for this one.
+    local rank = rank_reaching(key, first_before + count + cost - limit)
+    retry = tonumber(redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2]) + window - now
   end
   local reset = 0
   if count > 0 then reset = last_at + window - now end
@@ -76,15 +69,10 @@ export const SLIDING_WINDOW_LOG_ADJUST_LUA = `function(key, now, limit, window, 
   local target = last_after + units
   local first_before = log_entry(redis.call('ZRANGE', key, 0, 0)[1])
   if target <= first_before then redis.call('DEL', key) return end
-  local low, high = 0, redis.call('ZCARD', key) - 1
-  while low < high do
-    local middle = math.floor((low + high) / 2)
-    local _, after = log_entry(redis.call('ZRANGE', key, middle, middle)[1])
-    if after and after >= target then high = middle else low = middle + 1 end
-  end
-  local last = redis.call('ZRANGE', key, low, low, 'WITHSCORES')
+  local rank = rank_reaching(key, target)
+  local last = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
   local before = log_entry(last[1])
-  redis.call('ZREMRANGEBYRANK', key, low, -1)
+  redis.call('ZREMRANGEBYRANK', key, rank, -1)
   redis.call('ZADD', key, last[2], struct.pack('>dd', before, target))
   redis.call('PEXPIREAT', key, tonumber(last[2]) + window)
 end`;

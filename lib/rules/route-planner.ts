@@ -100,18 +100,7 @@ export class RoutePlanner implements OnModuleInit {
   }
 
   private plan(controller: Type, handler: Function): MaybePromise<RoutePlan> {
-    let byHandler = this.plans.get(controller);
-    if (byHandler === undefined) this.plans.set(controller, (byHandler = new Map()));
-    let plan = byHandler.get(handler);
-    if (plan === undefined) {
-      plan = this.build(controller, handler);
-      byHandler.set(handler, plan);
-      if (isPromiseLike(plan)) {
-        const routes = byHandler;
-        plan.then((ready) => routes.set(handler, ready), () => routes.delete(handler));
-      }
-    }
-    return plan;
+    return perRoute(this.plans, controller, handler, () => this.build(controller, handler));
   }
 
   private build(controller: Type, handler: Function): MaybePromise<RoutePlan> {
@@ -243,18 +232,7 @@ export class RoutePlanner implements OnModuleInit {
   }
 
   private concurrencyPlan(controller: Type, handler: Function): MaybePromise<ConcurrencyPlan | undefined> {
-    let byHandler = this.concurrencyPlans.get(controller);
-    if (byHandler === undefined) this.concurrencyPlans.set(controller, (byHandler = new Map()));
-    let plan = byHandler.get(handler);
-    if (plan === undefined && !byHandler.has(handler)) {
-      plan = this.buildConcurrency(controller, handler);
-      byHandler.set(handler, plan);
-      if (isPromiseLike(plan)) {
-        const routes = byHandler;
-        plan.then((ready) => routes.set(handler, ready), () => routes.delete(handler));
-      }
-    }
-    return plan;
+    return perRoute(this.concurrencyPlans, controller, handler, () => this.buildConcurrency(controller, handler));
   }
 
   /** Key resolution as for `@RateLimit`: the route's `key`, the module's, then the client IP. */
@@ -299,6 +277,24 @@ export class RoutePlanner implements OnModuleInit {
     }
     await Promise.all(planning);
   }
+}
+
+/**
+ * What `build` makes for a route, made once and kept: a promise is replaced by its value once
+ * ready, and forgotten if it fails, so the next request tries again.
+ */
+function perRoute<T>(table: WeakMap<object, Map<object, MaybePromise<T>>>, controller: Type, handler: Function, build: () => MaybePromise<T>): MaybePromise<T> {
+  let byHandler = table.get(controller);
+  if (byHandler === undefined) table.set(controller, (byHandler = new Map()));
+  const known = byHandler.get(handler);
+  if (known !== undefined || byHandler.has(handler)) return known as MaybePromise<T>;
+  const plan = build();
+  byHandler.set(handler, plan);
+  if (isPromiseLike(plan)) {
+    const routes = byHandler;
+    plan.then((ready) => routes.set(handler, ready), () => routes.delete(handler));
+  }
+  return plan;
 }
 
 /** A bucket's limit as its routes declare it. */
