@@ -89,6 +89,8 @@ export class RedisStorage implements RateLimitStorage {
   private readonly runControl: CheckCommand;
   /** The block cache's invalidations arrive here; undefined without a block cache. */
   private readonly subscriber?: Redis | Cluster;
+  /** Settles once the subscriber first listens (or gives up): `init` waits for it. */
+  private subscribed: Promise<void> = Promise.resolve();
   private readonly channel: string = '';
 
   constructor(options: RedisStorageOptions = {}) {
@@ -164,8 +166,13 @@ export class RedisStorage implements RateLimitStorage {
   private listen(blocks: BlockCache): Redis | Cluster {
     const subscriber: Redis | Cluster = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
     subscriber.on('error', () => undefined); // the main connection reports outages
+    let listening: () => void = () => undefined;
+    this.subscribed = new Promise((resolve) => (listening = resolve));
     subscriber.on('ready', () => {
-      subscriber.subscribe(this.channel).then(() => blocks.clear(), () => undefined);
+      subscriber.subscribe(this.channel).then(() => {
+        blocks.clear();
+        listening();
+      }, () => undefined);
     });
     subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.channel) blocks.forget(message.split('\n'));
@@ -265,8 +272,9 @@ export class RedisStorage implements RateLimitStorage {
   }
 
   /**
-   * Waits up to `timeoutMs` for the client to connect, then loads the scripts on every master, so
-   * the first checks neither time out on a connection being made nor pay a NOSCRIPT round trip.
+   * Waits up to `timeoutMs` for the client to connect (and the block cache to listen for
+   * invalidations), then loads the scripts on every master, so the first checks neither time out
+   * on a connection being made nor pay a NOSCRIPT round trip.
    * Never throws; a lazy client you passed is left to connect when first used.
    */
   async init(timeoutMs = 2_000): Promise<void> {
@@ -283,6 +291,7 @@ export class RedisStorage implements RateLimitStorage {
       });
     }
     if (this.client.status !== 'ready') return;
+    await Promise.race([this.subscribed, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
     const nodes = this.client instanceof Cluster ? this.client.nodes('master') : [this.client];
     await Promise.all(nodes.flatMap((node) => this.scripts.map((lua) => node.script('LOAD', lua).catch(() => undefined))));
   }

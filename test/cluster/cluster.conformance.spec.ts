@@ -46,7 +46,7 @@ describe('Redis Cluster routing', () => {
 
   it('never runs the limiter script on a replica, even with a client that reads from replicas', async () => {
     const client = cluster.client({ scaleReads: 'all' });
-    const storage = new RedisStorage({ client, clock: () => T0 });
+    const storage = new RedisStorage({ client, clock: () => T0, blockCache: false });
     await Promise.all(cluster.nodes.map((node) => adminCommand(node.port, ['CONFIG', 'RESETSTAT'])));
 
     for (let i = 0; i < 300; i++) await checker(storage, rules, `reader-${i % 60}`)();
@@ -63,7 +63,7 @@ describe('Redis Cluster routing', () => {
   });
 
   it('keeps every key of a multi-rule check in one slot, for any client identity (no CROSSSLOT)', async () => {
-    const storage = new RedisStorage({ client: cluster.client(), clock: () => T0 });
+    const storage = new RedisStorage({ client: cluster.client(), clock: () => T0, blockCache: false });
     // plain, hashed (braces, spaces, non-ASCII, too long) and IPv6 identities, spread over all masters
     const identities = Array.from({ length: 150 }, (_, i) =>
       [`ip:203.0.113.${i}`, `user:{${i}}`, `user:${'x'.repeat(100)}${i}`, `ip:2001:db8::${i.toString(16)}`, `名前 ${i}`][i % 5],
@@ -80,7 +80,7 @@ describe('Redis Cluster routing', () => {
   });
 
   it('batches the checks of one turn by hash tag, so a batch never spans slots', async () => {
-    const storage = new RedisStorage({ client: cluster.client(), clock: () => T0 + 1 });
+    const storage = new RedisStorage({ client: cluster.client(), clock: () => T0 + 1, blockCache: false });
     const identities = Array.from({ length: 60 }, (_, i) => `batch-${i}`);
     // every identity twice in one turn: one batch per identity, over every master
     const results = await Promise.all(
@@ -100,7 +100,7 @@ describe('Redis Cluster routing', () => {
 describe('Redis Cluster failover', () => {
   it('keeps counting on the promoted replica after its master is killed', async () => {
     const clock = new FakeClock();
-    const storage = new RedisStorage({ client: cluster.client(), clock: clock.now });
+    const storage = new RedisStorage({ client: cluster.client(), clock: clock.now, blockCache: false });
     const [rule] = rulesOf([{ rate: '5/minute', algorithm: 'fixed-window' }]);
     const check = checker(storage, [rule], 'failover');
     for (const left of [4, 3, 2]) expect(brief(await check())).toEqual([true, left]);

@@ -13,7 +13,7 @@ describe('RedisStorage over Redis Sentinel', () => {
   it('keeps a budget across a failover: what was used stays used on the new master', async () => {
     const clock = new FakeClock();
     const client = sentinel.client();
-    const storage = new RedisStorage({ client, clock: clock.now });
+    const storage = new RedisStorage({ client, clock: clock.now, blockCache: false });
     const rules = rulesOf([
       { rate: '5/minute', algorithm: 'fixed-window' },
       { rate: '5/minute', algorithm: 'gcra' },

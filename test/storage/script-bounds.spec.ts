@@ -60,7 +60,8 @@ describe('what one check may cost Redis', () => {
       const denied = await storage.check(checks, 1);
       expect(denied.decisions[0]).toMatchObject({ allowed: false, remaining: 0, retryAfterMs: 3_600_000 - 1_000 });
 
-      expect(longestPing).toBeLessThan(10);
+      // generous: a loaded 2-core machine delays a PING by tens of ms; the SLOWLOG bound below is the exact one
+      expect(longestPing).toBeLessThan(50);
       expect(Number(await admin.call('MEMORY', 'USAGE', checks[0].key))).toBeLessThan(16 * 1024);
       // every script call, as Redis timed it (µs)
       const log = (await admin.slowlog('GET', 1_000)) as [number, number, number, string[]][];
