@@ -43,8 +43,9 @@ export class BlockCache {
       }
       const { decision } = block;
       const sameRule = decision.rule.limit === rule.limit && decision.rule.burst === rule.burst;
-      // A cost above capacity is refused for good, which only the storage's answer says.
-      if (sameRule && cost === block.cost && cost <= rule.capacity) {
+      // A cost above capacity is refused for good, which only the storage's answer says; and
+      // another rule's blockFor would start a block on this denial, which only the storage can.
+      if (sameRule && cost === block.cost && cost <= rule.capacity && !othersBlockFor(checks, key)) {
         // Only the blocking rule is known; the others were not consulted.
         const elapsed = now - block.sentAt;
         return {
@@ -83,4 +84,11 @@ export class BlockCache {
       if (this.blocks.size > this.maxKeys) this.blocks.delete(this.blocks.keys().next().value as string);
     });
   }
+}
+
+/** Whether a rule of the check other than the one under `key` has `blockFor`. */
+function othersBlockFor(checks: readonly RateLimitCheck[], key: string): boolean {
+  if (checks.length === 1) return false;
+  for (const check of checks) if (check.key !== key && check.rule.blockMs > 0) return true;
+  return false;
 }
