@@ -40,7 +40,7 @@ export { httpContext } from './contexts/http.context-adapter.js';
 export { graphqlContext } from './contexts/graphql.context-adapter.js';
 export { wsContext } from './contexts/ws.context-adapter.js';
 export { rpcContext } from './contexts/rpc.context-adapter.js';
-export { CircuitBreaker, type CircuitBreakerOptions } from './resilience/circuit-breaker.js';
+export { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from './resilience/circuit-breaker.js';
 export { StorageUnavailableError } from './resilience/storage-unavailable.error.js';
 export { CheckFailedError } from './storage/check-failed.error.js';
 

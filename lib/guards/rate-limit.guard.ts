@@ -15,7 +15,7 @@ import { httpContext } from '../contexts/http.context-adapter.js';
 import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import type { StorageErrorPolicy } from '../rate-limit.options.js';
-import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { CircuitBreaker, type CircuitState } from '../resilience/circuit-breaker.js';
 import { ProtectedStorage } from '../resilience/protected-storage.js';
 import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
@@ -63,6 +63,11 @@ export class RateLimitGuard implements CanActivate {
     private readonly planner: RoutePlanner,
   ) {
     this.storage = new ProtectedStorage(rawStorage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+  }
+
+  /** The state of the circuit breaker in front of the storage, for health checks and metrics. */
+  get circuitState(): CircuitState {
+    return this.storage.breaker.state;
   }
 
   canActivate(context: ExecutionContext): MaybePromise<boolean> {

@@ -5,6 +5,8 @@ export interface CircuitBreakerOptions {
   cooldownMs?: number;
 }
 
+export type CircuitState = 'closed' | 'open' | 'half-open';
+
 /**
  * Closed: calls pass. After `failureThreshold` failures in a row it opens: calls are refused at
  * once, paying no timeout. After `cooldownMs` one probe passes; its success closes the circuit,
@@ -27,6 +29,12 @@ export class CircuitBreaker {
 
   get isOpen(): boolean {
     return this.failures >= this.threshold;
+  }
+
+  /** `half-open` once the cool-down is over: the next call (or the one in flight) is a probe. */
+  get state(): CircuitState {
+    if (!this.isOpen) return 'closed';
+    return this.probing || this.clock() >= this.openUntil ? 'half-open' : 'open';
   }
 
   /** ms until the next probe may pass; 0 when the circuit is closed. */
