@@ -5,7 +5,8 @@ import { registerContextAdapter } from './contexts/context-adapters.js';
 import { HEADER_MODES, type RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
-import type { RateLimitModuleOptions, StorageErrorPolicy } from './rate-limit.options.js';
+import type { RateLimitMode, RateLimitModuleOptions, StorageErrorPolicy } from './rate-limit.options.js';
+import type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 import { parseRate, type ParsedRate } from './rules/parse-rate.js';
 
 /** Injection token of the validated, start-up-parsed module settings. */
@@ -22,6 +23,16 @@ export interface RateLimitConfig {
   readonly onStorageError: StorageErrorPolicy;
   readonly storageTimeoutMs: number;
   readonly circuitBreaker: CircuitBreakerOptions;
+  readonly mode: RateLimitMode;
+  readonly shadowHeaders: boolean;
+  readonly onDecision?: (event: RateLimitDecisionEvent) => void;
+  readonly problemDetails: boolean;
+}
+
+export const RATE_LIMIT_MODES: readonly RateLimitMode[] = ['enforce', 'shadow'];
+
+export function assertMode(mode: unknown, where: string): asserts mode is RateLimitMode {
+  if (!RATE_LIMIT_MODES.includes(mode as RateLimitMode)) throw new Error(`${where}: mode must be 'enforce' or 'shadow', got ${String(mode)}`);
 }
 
 export const STORAGE_ERROR_POLICIES: readonly StorageErrorPolicy[] = ['allow', 'deny', 'memory'];
@@ -53,6 +64,11 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
     throw new Error(`RateLimitModule: storageTimeout must be a number of ms in (0, 60000], got ${String(options.storageTimeout)}`);
   }
   for (const adapter of options.contextAdapters ?? []) registerContextAdapter(adapter);
+  const mode = options.mode ?? 'enforce';
+  assertMode(mode, 'RateLimitModule');
+  if (options.onDecision !== undefined && typeof options.onDecision !== 'function') {
+    throw new Error(`RateLimitModule: onDecision must be a function, got ${typeof options.onDecision}`);
+  }
   return {
     defaultLimit: options.defaultLimit === undefined ? undefined : parseRate(options.defaultLimit),
     key: options.key,
@@ -64,5 +80,9 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
     onStorageError,
     storageTimeoutMs,
     circuitBreaker: options.circuitBreaker ?? {},
+    mode,
+    shadowHeaders: options.shadowHeaders ?? true,
+    onDecision: options.onDecision,
+    problemDetails: options.problemDetails === true,
   };
 }

@@ -6,6 +6,7 @@ import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
 import type { RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { RateLimitStorage } from './storage/rate-limit-storage.interface.js';
+import type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 
 export interface MemoryStorageConfig {
   type: 'memory';
@@ -22,6 +23,9 @@ export interface RedisStorageConfig {
   /** Local denial of keys Redis denied, until their retry-after ends. Default `{ maxKeys: 10_000 }`. */
   blockCache?: { maxKeys?: number } | false;
 }
+
+/** Whether denials are refused (`enforce`) or only reported (`shadow`). */
+export type RateLimitMode = 'enforce' | 'shadow';
 
 /** What to do when the storage fails or times out. */
 export type StorageErrorPolicy = 'allow' | 'deny' | 'memory';
@@ -57,6 +61,21 @@ export interface RateLimitModuleOptions {
    * serves is refused, with a logged error.
    */
   contextAdapters?: readonly RateLimitContextAdapter[];
+  /**
+   * `enforce` (default) refuses what the limits deny; `shadow` decides and charges exactly the
+   * same but refuses nothing: a would-be denial is let through, counted as `shadow_denied` and
+   * logged. Try a limit in shadow first, then enforce it. `@RateLimit`'s `mode` overrides it.
+   */
+  mode?: RateLimitMode;
+  /** In shadow mode, send the rate-limit headers still (default true), so clients see the quota to come. */
+  shadowHeaders?: boolean;
+  /**
+   * Called, synchronously, with every decision (route, policy, outcome, identity, decision): for
+   * logging and analytics. A hook that throws is logged; the request goes on.
+   */
+  onDecision?: (event: RateLimitDecisionEvent) => void;
+  /** 429 and 503 bodies as RFC 9457 problem details (`application/problem+json`). Default false. */
+  problemDetails?: boolean;
   /** Return true to let a request through without counting it. */
   skip?(context: ExecutionContext): boolean | Promise<boolean>;
 }

@@ -45,7 +45,7 @@ export const httpContext: RateLimitContextAdapter = {
       const headers: string[] = [];
       for (const [name, value] of refusal.headers) headers.push(name, value);
       if (refusal.retryAfter !== null) headers.push('Retry-After', String(refusal.retryAfter));
-      headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)));
+      headers.push('Content-Type', refusal.contentType, 'Content-Length', String(Buffer.byteLength(body)));
       // Node leaves out the body of a HEAD response by itself.
       response.writeHead(refusal.getStatus(), headers);
       response.end(body);
@@ -55,7 +55,7 @@ export const httpContext: RateLimitContextAdapter = {
     for (const [name, value] of refusal.headers) response.header(name, value);
     if (refusal.retryAfter !== null) response.header('Retry-After', String(refusal.retryAfter));
     response.code(refusal.getStatus());
-    response.type('application/json; charset=utf-8');
+    response.type(refusal.contentType);
     response.send(body);
   },
 };

@@ -5,8 +5,8 @@ import { MAX_HEADER_INTEGER } from '../headers/rate-limit-headers.js';
 import type { RateLimitKey } from '../keys/rate-limit-key-resolver.interface.js';
 import { parseDuration, parseRate, type ParsedRate } from '../rules/parse-rate.js';
 import type { RateLimitCount } from '../rules/rate-limit-rule.js';
-import { assertStorageErrorPolicy } from '../rate-limit.config.js';
-import type { StorageErrorPolicy } from '../rate-limit.options.js';
+import { assertMode, assertStorageErrorPolicy } from '../rate-limit.config.js';
+import type { RateLimitMode, StorageErrorPolicy } from '../rate-limit.options.js';
 
 export const RATE_LIMIT_METADATA = 'rate-limit:limit';
 
@@ -44,6 +44,8 @@ export interface RateLimitOptions {
    * storage: `'15 minutes'`, `'1 hour'`, `'30 s'`, or milliseconds.
    */
   blockFor?: string | number;
+  /** `shadow`: decide and charge, but refuse nothing (see the module option). Default: the module's. */
+  mode?: RateLimitMode;
 }
 
 export type RateLimitCostFunction = (context: ExecutionContext) => number | Promise<number>;
@@ -76,6 +78,7 @@ export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: 
   }
   if (typeof options.cost === 'number') assertUnits('cost', options.cost);
   if (options.onStorageError !== undefined) assertStorageErrorPolicy(options.onStorageError, '@RateLimit');
+  if (options.mode !== undefined) assertMode(options.mode, '@RateLimit');
   if (options.count !== undefined && !COUNTS.includes(options.count)) {
     throw new Error(`@RateLimit count must be 'all', 'failures' or 'successes', got ${String(options.count)}`);
   }

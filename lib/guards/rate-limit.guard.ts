@@ -1,6 +1,7 @@
 import {
   Inject,
   Injectable,
+  Optional,
   InternalServerErrorException,
   IntrinsicException,
   Logger,
@@ -23,7 +24,7 @@ import type { RoutePlan } from '../rules/route-plan.js';
 import { RoutePlanner } from '../rules/route-planner.js';
 import type { RuleSet } from '../rules/rule-set.js';
 import { MemoryStorage } from '../storage/memory.storage.js';
-import type { RateLimitResult } from '../storage/rate-limit-decision.js';
+import type { RateLimitDecision, RateLimitResult } from '../storage/rate-limit-decision.js';
 import {
   RATE_LIMIT_STORAGE,
   type RateLimitCheck,
@@ -31,6 +32,8 @@ import {
 } from '../storage/rate-limit-storage.interface.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
 import { whenFinished } from '../outcomes/request-outcome.js';
+import { RATE_LIMIT_METRICS, RateLimitMetrics, type RateLimitOutcome } from '../observability/rate-limit-metrics.js';
+import type { RateLimitDecisionEvent } from '../observability/rate-limit-decision-event.js';
 
 /**
  * The arguments of RPC messages checked so far. A message meets the guard twice when it runs both
@@ -39,8 +42,9 @@ import { whenFinished } from '../outcomes/request-outcome.js';
  */
 const checkedMessages = new WeakSet<object>();
 
-/** The `allow` policy's answer during an outage: let the request through, uncounted. */
-const UNLIMITED = Symbol('unlimited');
+function routeOf(context: ExecutionContext): string {
+  return `${context.getClass().name}.${context.getHandler().name}`;
+}
 
 /**
  * The global guard: route plan → identity → rules → one storage call → headers, or a
@@ -56,13 +60,20 @@ export class RateLimitGuard implements CanActivate {
   private fallback?: MemoryStorage;
   /** Limited handlers already reported as running where no context adapter serves. */
   private readonly reportedUnserved = new WeakSet<Function>();
+  private readonly shadowLog = new ThrottledLogger(`${RateLimitGuard.name} (shadow)`);
+  private readonly hookLog = new ThrottledLogger(`${RateLimitGuard.name} (onDecision)`);
+  /** Whether metrics or the `onDecision` hook listen: otherwise decisions are not reported at all. */
+  private readonly observing: boolean;
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
     @Inject(RATE_LIMIT_STORAGE) private readonly rawStorage: RateLimitStorage,
     private readonly planner: RoutePlanner,
+    @Optional() @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
   ) {
     this.storage = new ProtectedStorage(rawStorage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+    this.observing = metrics.enabled || config.onDecision !== undefined;
+    metrics.observeCircuit(() => this.storage.breaker.state);
   }
 
   /** The state of the circuit breaker in front of the storage, for health checks and metrics. */
@@ -154,23 +165,32 @@ export class RateLimitGuard implements CanActivate {
     rules: RuleSet,
     cost: number,
   ): MaybePromise<boolean> {
+    const startedAt = this.metrics.enabled ? performance.now() : 0;
     let answer: MaybePromise<RateLimitResult>;
     try {
       answer = this.storage.check(checks, cost);
     } catch (error) {
-      return this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost, context), rules, cost, context);
+      return this.storageFailed(plan, context, checks, rules, cost, error);
     }
-    if (!isPromiseLike(answer)) return this.admit(plan, context, checks, answer, rules, cost);
+    if (!isPromiseLike(answer)) {
+      // a storage that may answer from a cache (RedisStorage's denials) made no call when it answers at once
+      if (startedAt > 0 && this.rawStorage.cachedDenial === undefined) this.metrics.storageCall((performance.now() - startedAt) / 1000);
+      return this.admit(plan, context, checks, answer, rules, cost);
+    }
     return answer.then(
-      (result) => this.admit(plan, context, checks, result, rules, cost),
-      (error: unknown) => this.decide(this.applyFailurePolicy(plan.onStorageError, error, checks, cost, context), rules, cost, context),
+      (result) => {
+        if (startedAt > 0) this.metrics.storageCall((performance.now() - startedAt) / 1000);
+        return this.admit(plan, context, checks, result, rules, cost);
+      },
+      (error: unknown) => this.storageFailed(plan, context, checks, rules, cost, error),
     );
   }
 
   /** `decide`, then, for a route that counts only failures or successes, the refund of the others. */
   private admit(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], result: RateLimitResult, rules: RuleSet, cost: number): true {
-    this.decide(result, rules, cost, context);
-    if (plan.count !== 'all') {
+    this.decide(plan, context, checks, result, rules, cost, 'storage');
+    // a request let through in shadow mode after a denial was not charged: nothing to give back
+    if (plan.count !== 'all' && result.allowed) {
       const keepFailures = plan.count === 'failures';
       whenFinished(context, (failed) => {
         if (failed !== keepFailures) this.refund(checks, cost);
@@ -193,9 +213,47 @@ export class RateLimitGuard implements CanActivate {
     }
   }
 
-  private decide(result: RateLimitResult | typeof UNLIMITED, rules: RuleSet, cost: number, context: ExecutionContext): true {
-    if (result === UNLIMITED) return true;
-    if (result.allowed) {
+  /** The storage could not answer: the route's failure policy decides. */
+  private storageFailed(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], rules: RuleSet, cost: number, error: unknown): true {
+    if (!(error instanceof StorageUnavailableError)) throw error;
+    const policy = plan.onStorageError;
+    if (this.metrics.enabled) this.metrics.storageError();
+    this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
+    if (policy === 'allow') {
+      if (this.observing) this.report(context, checks, cost, 'fail_open', rules, undefined);
+      return true;
+    }
+    if (policy === 'deny') {
+      if (this.observing) this.report(context, checks, cost, 'fail_closed', rules, undefined);
+      const refusal = withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000, undefined, this.config.problemDetails));
+      throw this.rejection(context, refusal);
+    }
+    this.fallback ??= new MemoryStorage();
+    return this.decide(plan, context, checks, this.fallback.check(checks, cost), rules, cost, 'fallback');
+  }
+
+  /**
+   * Sends the headers of an admitted request, or throws the refusal of a denied one; in shadow
+   * mode a denial is reported and let through. `via`: whether the storage or the `memory`
+   * failure policy's stand-in decided.
+   */
+  private decide(
+    plan: RoutePlan,
+    context: ExecutionContext,
+    checks: readonly RateLimitCheck[],
+    result: RateLimitResult,
+    rules: RuleSet,
+    cost: number,
+    via: 'storage' | 'fallback',
+  ): true {
+    const shadow = plan.mode === 'shadow';
+    if (result.allowed || shadow) {
+      if (this.observing) {
+        const outcome = via === 'fallback' ? 'fallback' : result.allowed ? 'allowed' : 'shadow_denied';
+        this.report(context, checks, cost, outcome, rules, mostConstraining(result.decisions));
+      }
+      if (!result.allowed) this.shadowLog.warn(`Shadow mode: a request to ${routeOf(context)} would have been refused (${mostConstraining(result.decisions).rule.name})`);
+      if (shadow && !this.config.shadowHeaders) return true;
       const type = context.getType();
       if (type === 'http') httpContext.admitted!(context, result, rules.policy, this.config.headers);
       else contextAdapterFor(type)?.admitted?.(context, result, rules.policy, this.config.headers);
@@ -204,6 +262,7 @@ export class RateLimitGuard implements CanActivate {
     // the exception carries the headers; the filter (or yours) writes them with the 429
     const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
     const worst = mostConstraining(result.decisions);
+    if (this.observing) this.report(context, checks, cost, via === 'fallback' ? 'fallback' : 'denied', rules, worst);
     const details = {
       rule: worst.rule,
       limit: worst.limit,
@@ -217,28 +276,45 @@ export class RateLimitGuard implements CanActivate {
       worst.retryAfterMs === Infinity
         ? `${this.config.errorMessage}: this request costs ${cost}, more than the ${worst.rule.capacity} that "${worst.rule.name}" can ever admit`
         : this.config.errorMessage;
-    throw this.rejection(context, withoutStack(() => new RateLimitExceededException(details, message, headers)));
+    const problem = this.config.problemDetails ? { violatedPolicies: result.decisions.filter((d) => !d.allowed).map((d) => d.rule.name) } : undefined;
+    throw this.rejection(context, withoutStack(() => new RateLimitExceededException(details, message, headers, problem)));
+  }
+
+  /** One decision to the metrics and the `onDecision` hook; only called when either listens. */
+  private report(
+    context: ExecutionContext,
+    checks: readonly RateLimitCheck[],
+    cost: number,
+    outcome: RateLimitOutcome,
+    rules: RuleSet,
+    decision: RateLimitDecision | undefined,
+  ): void {
+    const policy = decision?.rule.name ?? rules.rules[0]?.name ?? '';
+    if (this.metrics.enabled) this.metrics.request(outcome, policy, decision?.remaining, decision?.limit);
+    const hook = this.config.onDecision;
+    if (hook === undefined) return;
+    const key = checks[0]?.key ?? '';
+    const event: RateLimitDecisionEvent = {
+      route: routeOf(context),
+      type: context.getType(),
+      policy,
+      outcome,
+      // as in storage keys, between the hash-tag braces: long or unusual identities are hashed
+      identity: key.slice(key.indexOf('{') + 1, key.indexOf('}')),
+      decision,
+      cost,
+    };
+    try {
+      hook(event);
+    } catch (error) {
+      this.hookLog.warn(`The onDecision hook threw on ${event.route}; the request went on: ${(error as Error)?.stack ?? String(error)}`);
+    }
   }
 
   /** What to throw for a refusal: the exception, unless the context's adapter throws its own answer. */
   private rejection(context: ExecutionContext, refusal: RateLimitExceededException | RateLimitUnavailableException): unknown {
     const type = context.getType();
     return type === 'http' ? refusal : (contextAdapterFor(type)?.rejection?.(refusal, context) ?? refusal);
-  }
-
-  private applyFailurePolicy(
-    policy: StorageErrorPolicy,
-    error: unknown,
-    checks: readonly RateLimitCheck[],
-    cost: number,
-    context: ExecutionContext,
-  ): RateLimitResult | typeof UNLIMITED {
-    if (!(error instanceof StorageUnavailableError)) throw error;
-    this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
-    if (policy === 'allow') return UNLIMITED;
-    if (policy === 'deny') throw this.rejection(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000)));
-    this.fallback ??= new MemoryStorage();
-    return this.fallback.check(checks, cost);
   }
 
   /**

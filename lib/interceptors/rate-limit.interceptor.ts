@@ -184,7 +184,7 @@ export class RateLimitInterceptor implements NestInterceptor {
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy to the concurrency limit of ${plan.route}`);
     if (policy === 'allow') return this.run(context, next);
     if (policy === 'deny') {
-      throw this.refusal(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000)));
+      throw this.refusal(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000, undefined, this.config.problemDetails)));
     }
     // memory: the limit holds per instance until the storage is back
     const fallback = (this.fallback ??= new MemoryStorage());
@@ -201,7 +201,8 @@ export class RateLimitInterceptor implements NestInterceptor {
       resetAt: Date.now() + CONCURRENCY_RETRY_AFTER_MS,
       cost: 1,
     };
-    return withoutStack(() => new RateLimitExceededException(details, this.config.errorMessage, plan.deniedHeaders));
+    const problem = this.config.problemDetails ? { violatedPolicies: [plan.rule.name] } : undefined;
+    return withoutStack(() => new RateLimitExceededException(details, this.config.errorMessage, plan.deniedHeaders, problem));
   }
 
   /**

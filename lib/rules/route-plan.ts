@@ -1,5 +1,5 @@
 import type { ExecutionContext } from '@nestjs/common';
-import type { StorageErrorPolicy } from '../rate-limit.options.js';
+import type { RateLimitMode, StorageErrorPolicy } from '../rate-limit.options.js';
 import type { MaybePromise } from '../utils/maybe-async.js';
 import type { RateLimitCount } from './rate-limit-rule.js';
 import type { RuleSet } from './rule-set.js';
@@ -13,6 +13,8 @@ export interface RoutePlan {
   readonly cost: number | ((context: ExecutionContext) => MaybePromise<number>);
   /** What to do when the storage cannot answer. */
   readonly onStorageError: StorageErrorPolicy;
+  /** `shadow`: denials are reported, not refused. */
+  readonly mode: RateLimitMode;
   /** Which outcomes keep their units: `all`, or only `failures` or `successes` (the others are refunded). */
   readonly count: RateLimitCount;
   /** Who the request counts against: the key resolver's answer, or `ip:<address>`. */

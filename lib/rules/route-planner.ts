@@ -34,6 +34,7 @@ const EXEMPT: RoutePlan = {
   ruleSet: () => new RuleSet([], ''),
   cost: 0,
   count: 'all',
+  mode: 'enforce',
   onStorageError: 'allow',
   identify: () => '',
 };
@@ -127,6 +128,7 @@ export class RoutePlanner implements OnModuleInit {
       ruleSet,
       cost: costOf(metadata?.options.cost),
       count: metadata?.options.count ?? 'all',
+      mode: metadata?.options.mode ?? this.config.mode,
       onStorageError: metadata?.options.onStorageError ?? this.config.onStorageError,
       identify: (context: ExecutionContext) => {
         const identity = resolve(context);

@@ -1,0 +1,119 @@
+import type { Attributes, Counter, Histogram, Meter } from '@opentelemetry/api';
+import type { CircuitState } from '../resilience/circuit-breaker.js';
+import { MemoryStorage } from '../storage/memory.storage.js';
+import type { RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { RedisStorage } from '../storage/redis.storage.js';
+
+/** How one request ended, as far as the limiter is concerned. */
+export type RateLimitOutcome = 'allowed' | 'denied' | 'shadow_denied' | 'fail_open' | 'fail_closed' | 'fallback';
+
+/** The meter's name: the package's. */
+export const METER_NAME = 'nestjs-rate-limiting';
+
+/** Injection token of the module's {@link RateLimitMetrics}. */
+export const RATE_LIMIT_METRICS = Symbol('RATE_LIMIT_METRICS');
+
+/** Allowed checks that leave less than this share of the quota count as near the limit. */
+const NEAR_LIMIT_SHARE = 0.2;
+
+const CIRCUIT_VALUES: Readonly<Record<CircuitState, number>> = { closed: 0, open: 1, 'half-open': 2 };
+
+/**
+ * The module's OpenTelemetry instruments. `@opentelemetry/api` is an optional peer: without it,
+ * or without an SDK registered when the module starts, `enabled` is false and the guard calls
+ * nothing here, so metrics that are off cost a request one property read.
+ */
+export class RateLimitMetrics {
+  /** Attribute objects by policy and outcome, built once: recording allocates nothing. */
+  private readonly attributes = new Map<string, Attributes>();
+  private readonly requests?: Counter;
+  private readonly nearLimit?: Counter;
+  private readonly storageDuration?: Histogram;
+  private readonly storageErrors?: Counter;
+  private readonly storageAttributes: Attributes;
+
+  private constructor(
+    private readonly meter: Meter | undefined,
+    storageKind: string,
+  ) {
+    this.storageAttributes = { 'ratelimit.storage': storageKind };
+    if (meter === undefined) return;
+    this.requests = meter.createCounter('ratelimit.requests', { description: 'Requests the limiter decided, by policy and outcome' });
+    this.nearLimit = meter.createCounter('ratelimit.near_limit', { description: 'Allowed requests that left less than 20% of the quota' });
+    this.storageDuration = meter.createHistogram('ratelimit.storage.duration', { description: 'One storage call', unit: 's' });
+    this.storageErrors = meter.createCounter('ratelimit.storage.errors', { description: 'Storage calls that failed or timed out' });
+  }
+
+  /** Instruments on the global MeterProvider, or disabled ones if there is none (or no API). */
+  static async create(storageKind: string): Promise<RateLimitMetrics> {
+    const api = await import('@opentelemetry/api').catch(() => undefined);
+    if (api === undefined) return RateLimitMetrics.disabled();
+    const meter = api.metrics.getMeter(METER_NAME);
+    // The API hands out a no-op meter until an SDK registers a provider: nothing would be recorded.
+    if (meter.constructor === api.createNoopMeter().constructor) return RateLimitMetrics.disabled();
+    return new RateLimitMetrics(meter, storageKind);
+  }
+
+  static disabled(): RateLimitMetrics {
+    return new RateLimitMetrics(undefined, 'none');
+  }
+
+  get enabled(): boolean {
+    return this.meter !== undefined;
+  }
+
+  /** One request's outcome; an allowed one that left under 20% of its quota also counts as near the limit. */
+  request(outcome: RateLimitOutcome, policy: string, remaining?: number, limit?: number): void {
+    this.requests?.add(1, this.attributesOf(policy, outcome));
+    if (outcome === 'allowed' && remaining !== undefined && limit !== undefined && remaining < NEAR_LIMIT_SHARE * limit) {
+      this.nearLimit?.add(1, this.attributesOf(policy, undefined));
+    }
+  }
+
+  storageCall(seconds: number): void {
+    this.storageDuration?.record(seconds, this.storageAttributes);
+  }
+
+  storageError(): void {
+    this.storageErrors?.add(1, this.storageAttributes);
+  }
+
+  /** The breaker's state as `ratelimit.circuit.state`: 0 closed, 1 open, 2 half-open. */
+  observeCircuit(state: () => CircuitState): void {
+    this.meter
+      ?.createObservableGauge('ratelimit.circuit.state', { description: 'Circuit breaker in front of the storage: 0 closed, 1 open, 2 half-open' })
+      .addCallback((result) => result.observe(CIRCUIT_VALUES[state()], this.storageAttributes));
+  }
+
+  /** Entries in the block cache, as `ratelimit.block_cache.size`. */
+  observeBlockCache(size: () => number): void {
+    this.meter
+      ?.createObservableGauge('ratelimit.block_cache.size', { description: 'Denials the block cache holds' })
+      .addCallback((result) => result.observe(size(), this.storageAttributes));
+  }
+
+  private attributesOf(policy: string, outcome: RateLimitOutcome | undefined): Attributes {
+    const id = outcome === undefined ? policy : `${policy}\n${outcome}`;
+    let attributes = this.attributes.get(id);
+    if (attributes === undefined) {
+      attributes = outcome === undefined ? { 'ratelimit.policy': policy } : { 'ratelimit.policy': policy, 'ratelimit.outcome': outcome };
+      // policy names come from the app's decorators, a bounded set; the guard keeps it so
+      this.attributes.set(id, attributes);
+    }
+    return attributes;
+  }
+}
+
+/** `ratelimit.storage`'s value: `memory`, `redis`, `cluster`, or a storage of your own's class name. */
+export function storageKindOf(storage: RateLimitStorage): string {
+  if (storage instanceof MemoryStorage) return 'memory';
+  if (storage instanceof RedisStorage) return storage.kind;
+  return storage.constructor?.name ?? 'custom';
+}
+
+/** The module's metrics: instruments on the app's MeterProvider, the block cache's gauge included. */
+export async function createRateLimitMetrics(storage: RateLimitStorage): Promise<RateLimitMetrics> {
+  const metrics = await RateLimitMetrics.create(storageKindOf(storage));
+  if (storage instanceof RedisStorage) metrics.observeBlockCache(() => storage.blockCacheSize);
+  return metrics;
+}
