@@ -31,11 +31,14 @@ export class RateLimitMetrics {
   private readonly storageDuration?: Histogram;
   private readonly storageErrors?: Counter;
   private readonly storageAttributes: Attributes;
+  /** A field, not a getter: the guard reads it on every request. */
+  readonly enabled: boolean;
 
   private constructor(
     private readonly meter: Meter | undefined,
     storageKind: string,
   ) {
+    this.enabled = meter !== undefined;
     this.storageAttributes = { 'ratelimit.storage': storageKind };
     if (meter === undefined) return;
     this.requests = meter.createCounter('ratelimit.requests', { description: 'Requests the limiter decided, by policy and outcome' });
@@ -56,10 +59,6 @@ export class RateLimitMetrics {
 
   static disabled(): RateLimitMetrics {
     return new RateLimitMetrics(undefined, 'none');
-  }
-
-  get enabled(): boolean {
-    return this.meter !== undefined;
   }
 
   /** One request's outcome; an allowed one that left under 20% of its quota also counts as near the limit. */
