@@ -5,6 +5,7 @@ import { RateLimitModule, type RateLimitModuleOptions } from '../lib/index.js';
 import { AuthController } from './auth/auth.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { ItemsController } from './items/items.controller.js';
+import { MetricsController } from './metrics/metrics.controller.js';
 import { QuotaController } from './quota/quota.controller.js';
 import { QuoteResolver } from './quotes/quote.resolver.js';
 import { QuotesController } from './quotes/quotes.controller.js';
@@ -12,6 +13,8 @@ import { QuotesGateway } from './quotes/quotes.gateway.js';
 import { QuotesService } from './quotes/quotes.service.js';
 import { ReportsController } from './reports/reports.controller.js';
 import { reportDelayProvider, ReportsService } from './reports/reports.service.js';
+import { SearchController } from './search/search.controller.js';
+import { SampleTelemetry } from './telemetry.js';
 import { UserDataController } from './user-data/user-data.controller.js';
 import { UserIdKeyResolver } from './user-data/user-id.key-resolver.js';
 import { AuthMiddleware } from './users/auth.middleware.js';
@@ -20,6 +23,12 @@ import { UsersService } from './users/users.service.js';
 export interface AppModuleOptions {
   /** Where rate-limit counters live; in memory unless told otherwise. */
   storage?: RateLimitModuleOptions['storage'];
+  /**
+   * OpenTelemetry, from `setUpTelemetry()`, which must run before the app is created. With it,
+   * GET /metrics serves the metrics; without it there is no such route (and, with no SDK
+   * registered, the limiter's instruments are no-ops).
+   */
+  telemetry?: SampleTelemetry;
 }
 
 @Module({})
@@ -46,6 +55,8 @@ export class AppModule implements NestModule {
         HealthController,
         QuotaController,
         ReportsController,
+        SearchController,
+        ...(options.telemetry ? [MetricsController] : []),
       ],
       // UserIdKeyResolver is a provider so the rate-limit guard gets it, with UsersService, from DI.
       // RateLimitService, which AuthController and QuotaController inject, comes from the global RateLimitModule.
@@ -57,6 +68,7 @@ export class AppModule implements NestModule {
         QuoteResolver,
         ReportsService,
         reportDelayProvider, // how long a report takes: tests replace it
+        ...(options.telemetry ? [{ provide: SampleTelemetry, useValue: options.telemetry }] : []),
       ],
     };
   }

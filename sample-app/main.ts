@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { RateLimitModuleOptions } from '../lib/index.js';
 import { AppModule } from './app.module.js';
+import { setUpTelemetry } from './telemetry.js';
 
 const logger = new Logger('SampleApp');
 
@@ -22,7 +23,10 @@ if (platform !== 'express' && platform !== 'fastify') {
 const redisUrl = process.env.REDIS_URL;
 const storage: RateLimitModuleOptions['storage'] = redisUrl ? { type: 'redis', url: redisUrl } : { type: 'memory' };
 
-const app = await createApp(AppModule.register({ storage }));
+// OpenTelemetry before the app: the rate-limit module takes its meter from the global provider when it
+// initializes, and one registered later is never seen. GET /metrics serves what it collects.
+const telemetry = setUpTelemetry();
+const app = await createApp(AppModule.register({ storage, telemetry }));
 // Closes the Redis connection on SIGTERM/SIGINT, so the process can exit.
 app.enableShutdownHooks();
 // Behind a load balancer, also trust it: Express's 'trust proxy' setting, or the `trustProxy` option of
