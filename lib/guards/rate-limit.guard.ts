@@ -217,7 +217,8 @@ export class RateLimitGuard implements CanActivate {
   private storageFailed(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], rules: RuleSet, cost: number, error: unknown): true {
     if (!(error instanceof StorageUnavailableError)) throw error;
     const policy = plan.onStorageError;
-    if (this.metrics.enabled) this.metrics.storageError();
+    // an open circuit made no call: nothing failed this time
+    if (this.metrics.enabled && error.reason !== 'circuit-open') this.metrics.storageError();
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
     if (policy === 'allow') {
       if (this.observing) this.report(context, checks, cost, 'fail_open', rules, undefined);
@@ -225,6 +226,7 @@ export class RateLimitGuard implements CanActivate {
     }
     if (policy === 'deny') {
       if (this.observing) this.report(context, checks, cost, 'fail_closed', rules, undefined);
+      if (plan.mode === 'shadow') return true; // shadow mode refuses nothing, this refusal included
       const refusal = withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000, undefined, this.config.problemDetails));
       throw this.rejection(context, refusal);
     }
@@ -249,7 +251,7 @@ export class RateLimitGuard implements CanActivate {
     const shadow = plan.mode === 'shadow';
     if (result.allowed || shadow) {
       if (this.observing) {
-        const outcome = via === 'fallback' ? 'fallback' : result.allowed ? 'allowed' : 'shadow_denied';
+        const outcome = !result.allowed ? 'shadow_denied' : via === 'fallback' ? 'fallback' : 'allowed';
         this.report(context, checks, cost, outcome, rules, mostConstraining(result.decisions));
       }
       if (!result.allowed) this.shadowLog.warn(`Shadow mode: a request to ${routeOf(context)} would have been refused (${mostConstraining(result.decisions).rule.name})`);
@@ -262,7 +264,8 @@ export class RateLimitGuard implements CanActivate {
     // the exception carries the headers; the filter (or yours) writes them with the 429
     const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
     const worst = mostConstraining(result.decisions);
-    if (this.observing) this.report(context, checks, cost, via === 'fallback' ? 'fallback' : 'denied', rules, worst);
+    // a 429 is a 429, whichever storage decided it
+    if (this.observing) this.report(context, checks, cost, 'denied', rules, worst);
     const details = {
       rule: worst.rule,
       limit: worst.limit,

@@ -20,6 +20,7 @@ import { settleOutcome, whenFinished } from '../outcomes/request-outcome.js';
 import type { RateLimitConfig } from '../rate-limit.config.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { ProtectedStorage } from '../resilience/protected-storage.js';
+import { RateLimitMetrics } from '../observability/rate-limit-metrics.js';
 import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
 import type { RoutePlanner } from '../rules/route-planner.js';
@@ -56,6 +57,7 @@ export class RateLimitInterceptor implements NestInterceptor {
     private readonly config: RateLimitConfig,
     private readonly store: RateLimitStorage,
     private readonly planner: RoutePlanner,
+    private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
   ) {
     this.storage = new ProtectedStorage(store, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
   }
@@ -106,6 +108,8 @@ export class RateLimitInterceptor implements NestInterceptor {
     key: string,
     leaseId: string,
   ): Observable<unknown> {
+    // concurrency limits count in ratelimit.requests under their own policy name
+    if (this.metrics.enabled) this.metrics.request(decision.allowed ? 'allowed' : 'denied', plan.rule.name);
     if (!decision.allowed) throw this.refusal(context, this.exceeded(plan));
     let held = true;
     return this.run(context, next, () => {

@@ -3,6 +3,7 @@ import { Controller, Get, Logger, type ExecutionContext, type INestApplication }
 import { jest } from '@jest/globals';
 import request from 'supertest';
 import {
+  ConcurrencyLimit,
   RateLimit,
   RedisStorage,
   type RateLimitDecisionEvent,
@@ -11,6 +12,9 @@ import {
   type RateLimitStorage,
 } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { InFlight } from '../support/in-flight.js';
+
+const flight = new InFlight();
 import { registerTestMetrics } from '../support/metrics-reader.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
@@ -43,6 +47,19 @@ class WatchedController {
     return { ok: true };
   }
 
+  @Get('trial-closed')
+  @RateLimit('5/minute', { key: byClient, bucket: 'trial-closed', mode: 'shadow', onStorageError: 'deny' })
+  trialClosed() {
+    return { ok: true };
+  }
+
+  @Get('report')
+  @ConcurrencyLimit(1, { key: byClient, bucket: 'report' })
+  async report() {
+    await flight.hold('report');
+    return { ok: true };
+  }
+
   @Get('fallback')
   @RateLimit('5/minute', { key: byClient, bucket: 'fallback', onStorageError: 'memory' })
   fallback() {
@@ -55,6 +72,10 @@ class BrokenStorage implements RateLimitStorage {
   check(): RateLimitResult {
     throw new Error('connection refused');
   }
+  acquire(): never {
+    throw new Error('connection refused');
+  }
+  release(): void {}
 }
 
 const telemetry = registerTestMetrics();
@@ -159,6 +180,27 @@ describe('failure policies, the circuit breaker and the block cache, as metrics'
     expect(errors).toBe(3);
     const circuit = await telemetry.points('ratelimit.circuit.state');
     expect(circuit.map((p) => p.value)).toContain(1); // open after 3 failures
+    // an open circuit makes no call, so nothing fails: no error counted
+    expect(await growth(() => telemetry.value('ratelimit.storage.errors'), () => get('/open').expect(200))).toBe(0);
+    // shadow mode refuses nothing, the deny policy's 503 included; it counts what would have happened
+    expect(await growth(() => requests('trial-closed', 'fail_closed'), () => get('/trial-closed').expect(200))).toBe(1);
+  });
+
+  it('counts concurrency limits under their own policy', async () => {
+    app = await createScenarioApp([WatchedController], {});
+    const server = app.getHttpServer();
+    const counted = await growth(
+      async () => (await requests('report', 'allowed')) + 10 * (await requests('report', 'denied')),
+      async () => {
+        const first = request(server).get('/report').set('x-client', 'gus').then((r) => r.status);
+        await flight.arrived('report');
+        await request(server).get('/report').set('x-client', 'gus').expect(429);
+        flight.release('report');
+        expect(await first).toBe(200);
+      },
+    );
+    expect(counted).toBe(11); // one allowed, one denied
+    flight.clear();
   });
 
   it('reports the block cache size of a Redis storage', async () => {
