@@ -28,6 +28,11 @@ export type { ConcurrencyRule } from './concurrency/concurrency-rule.js';
 
 export { RateLimitGuard } from './guards/rate-limit.guard.js';
 export { RateLimitService } from './service/rate-limit.service.js';
+export {
+  RateLimitHealthIndicator,
+  type RateLimitHealthDetails,
+  type RateLimitHealthResult,
+} from './health/rate-limit.health-indicator.js';
 export type { RateLimitTarget, RateLimitTargetOptions, RateLimitStatus } from './service/rate-limit-target.js';
 export { RateLimitExceededException, type RateLimitExceededDetails } from './exceptions/rate-limit-exceeded.exception.js';
 export { RateLimitUnavailableException } from './exceptions/rate-limit-unavailable.exception.js';

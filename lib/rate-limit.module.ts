@@ -10,6 +10,7 @@ import { APP_FILTER, APP_GUARD, DiscoveryModule } from '@nestjs/core';
 import { TransportEnhancers } from './contexts/transport-enhancers.js';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
+import { RateLimitHealthIndicator } from './health/rate-limit.health-indicator.js';
 import { RATE_LIMIT_CONFIG, resolveConfig } from './rate-limit.config.js';
 import {
   ConfigurableRateLimitModule,
@@ -36,6 +37,7 @@ const PROVIDERS: Provider[] = [
   { provide: APP_GUARD, useExisting: RateLimitGuard },
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
   TransportEnhancers, // the guard and filter where Nest applies no app-wide ones: gateways, hybrid microservices
+  RateLimitHealthIndicator, // loads @nestjs/terminus (an optional peer) only when a health check runs
 ];
 
 /**
@@ -75,6 +77,6 @@ function withProviders(module: DynamicModule): DynamicModule {
     // the route planner walks the app's routes at start-up
     imports: [...(module.imports ?? []), DiscoveryModule],
     providers: [...(module.providers ?? []), ...PROVIDERS],
-    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG, RateLimitService],
+    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG, RateLimitService, RateLimitHealthIndicator],
   };
 }

@@ -1,6 +1,7 @@
 import { Module, type DynamicModule, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import { GraphQLModule } from '@nestjs/graphql';
+import { TerminusModule } from '@nestjs/terminus';
 import { RateLimitModule, type RateLimitModuleOptions } from '../lib/index.js';
 import { AuthController } from './auth/auth.controller.js';
 import { HealthController } from './health/health.controller.js';
@@ -46,6 +47,8 @@ export class AppModule implements NestModule {
           autoSchemaFile: true,
           context: (http: object, reply?: object) => (reply === undefined ? http : { req: http, reply }),
         }),
+        // GET /health: HealthCheckService, and the HealthIndicatorService RateLimitHealthIndicator uses
+        TerminusModule,
       ],
       controllers: [
         QuotesController,

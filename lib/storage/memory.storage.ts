@@ -290,4 +290,7 @@ export class MemoryStorage implements RateLimitStorage {
   release(key: string, leaseId: string): void {
     this.leases?.release(key, leaseId);
   }
+
+  /** Always answers: this process is the store (for RateLimitHealthIndicator). */
+  ping(): void {}
 }

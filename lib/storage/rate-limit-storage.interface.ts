@@ -43,6 +43,12 @@ export interface RateLimitStorage {
   acquire?(key: string, limit: number, leaseMs: number, leaseId: string): ConcurrencyDecision | Promise<ConcurrencyDecision>;
   /** Gives back lease `leaseId` under `key`; releasing a lease twice, or an expired one, does nothing. */
   release?(key: string, leaseId: string): void | Promise<void>;
+  /**
+   * Resolves once the store answers a round trip (Redis: PING; on a Cluster, every master).
+   * For health checks (`RateLimitHealthIndicator`), which bound it by `storageTimeout`: it needs
+   * no deadline of its own. Without it, a health check judges the storage by the circuit breaker alone.
+   */
+  ping?(): void | Promise<void>;
   /** Connects, if the storage needs to. The module awaits it once, at start-up. */
   init?(): void | Promise<void>;
   /** Releases only what the storage opened itself. The module calls it on application shutdown. */

@@ -181,6 +181,16 @@ export class RedisStorage implements RateLimitStorage {
     return subscriber;
   }
 
+  /** `cluster` on a Redis Cluster client, else `redis`: for metrics and health reports. */
+  get kind(): 'redis' | 'cluster' {
+    return this.isCluster ? 'cluster' : 'redis';
+  }
+
+  /** Denials the block cache holds now (0 without one). */
+  get blockCacheSize(): number {
+    return this.blocks?.size ?? 0;
+  }
+
   /** A denial from the block cache, without a round trip; undefined if it knows none. */
   cachedDenial(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | undefined {
     return this.blocks?.find(checks, cost, this.clock ? this.clock() : Date.now());
@@ -325,6 +335,31 @@ export class RedisStorage implements RateLimitStorage {
   async release(key: string, leaseId: string): Promise<void> {
     const removed: unknown = await this.runRelease(1, [key], [leaseId]);
     if (removed === -1) this.healLog.warn(`Deleted concurrency leases it could not read (another type) under key "${key}"`);
+  }
+
+  /**
+   * PING; on a Cluster, every master of the client's slot table, since each holds part of the
+   * keys. No deadline of its own: RateLimitHealthIndicator bounds it by `storageTimeout`.
+   */
+  async ping(): Promise<void> {
+    if (!(this.client instanceof Cluster)) {
+      await this.client.ping();
+      return;
+    }
+    // Not nodes('master'): ioredis drops a dead master from it at once, while its slots stay
+    // unserved until a failover, so the masters left would all answer.
+    const cluster = this.client;
+    const masterKeys = new Set<string>();
+    for (const owners of cluster.slots) if (owners?.[0] !== undefined) masterKeys.add(owners[0]);
+    if (masterKeys.size === 0) throw new Error(`no Redis Cluster slot table yet (cluster ${cluster.status})`);
+    const connected = new Map(cluster.nodes('master').map((node) => [`${node.options.host}:${node.options.port}`, node]));
+    const unserved = [...masterKeys].filter((key) => !connected.has(key));
+    if (unserved.length > 0) {
+      // a replica may have been promoted since: without traffic to hit a MOVED, ioredis would not look
+      cluster.refreshSlotsCache(() => undefined);
+      throw new Error(`no connection to the Redis Cluster master of some slots: ${unserved.join(', ')}`);
+    }
+    await Promise.all([...masterKeys].map((key) => connected.get(key)!.ping()));
   }
 }
 
