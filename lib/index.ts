@@ -4,6 +4,7 @@ export type {
   MemoryStorageConfig,
   RedisStorageConfig,
   StorageErrorPolicy,
+  RateLimitMode,
 } from './rate-limit.options.js';
 export { RATE_LIMIT_MODULE_OPTIONS } from './rate-limit.module-definition.js';
 export { RATE_LIMIT_CONFIG, type RateLimitConfig } from './rate-limit.config.js';
@@ -28,6 +29,8 @@ export type { ConcurrencyRule } from './concurrency/concurrency-rule.js';
 
 export { RateLimitGuard } from './guards/rate-limit.guard.js';
 export { RateLimitService } from './service/rate-limit.service.js';
+export { METER_NAME, type RateLimitOutcome } from './observability/rate-limit-metrics.js';
+export type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 export {
   RateLimitHealthIndicator,
   type RateLimitHealthDetails,

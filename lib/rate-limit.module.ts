@@ -20,6 +20,7 @@ import {
 } from './rate-limit.module-definition.js';
 import type { RateLimitModuleOptions } from './rate-limit.options.js';
 import { RoutePlanner } from './rules/route-planner.js';
+import { createRateLimitMetrics, RATE_LIMIT_METRICS, type RateLimitMetrics } from './observability/rate-limit-metrics.js';
 import { RateLimitService } from './service/rate-limit.service.js';
 import { createStorage } from './storage/create-storage.js';
 import { RATE_LIMIT_STORAGE, type RateLimitStorage } from './storage/rate-limit-storage.interface.js';
@@ -31,6 +32,7 @@ const PROVIDERS: Provider[] = [
     useFactory: (options: RateLimitModuleOptions) => createStorage(options.storage),
     inject: [RATE_LIMIT_MODULE_OPTIONS],
   },
+  { provide: RATE_LIMIT_METRICS, useFactory: createRateLimitMetrics, inject: [RATE_LIMIT_STORAGE] },
   RoutePlanner,
   RateLimitService,
   RateLimitGuard,
@@ -46,7 +48,10 @@ const PROVIDERS: Provider[] = [
  */
 @Module({})
 export class RateLimitModule extends ConfigurableRateLimitModule implements OnModuleInit, OnApplicationShutdown {
-  constructor(@Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage) {
+  constructor(
+    @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
+    @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics,
+  ) {
     super();
   }
 
@@ -57,6 +62,7 @@ export class RateLimitModule extends ConfigurableRateLimitModule implements OnMo
 
   /** Closes only what the storage opened itself: a client you passed in stays yours. */
   async onApplicationShutdown(): Promise<void> {
+    this.metrics.close();
     await this.storage.close?.();
   }
 

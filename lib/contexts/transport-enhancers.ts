@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { RATE_LIMIT_METRICS, type RateLimitMetrics } from '../observability/rate-limit-metrics.js';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RateLimitExceptionFilter } from '../filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from '../guards/rate-limit.guard.js';
@@ -38,8 +39,9 @@ export class TransportEnhancers {
     @Inject(RATE_LIMIT_CONFIG) config: RateLimitConfig,
     @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
     planner: RoutePlanner,
+    @Inject(RATE_LIMIT_METRICS) metrics: RateLimitMetrics,
   ) {
-    bindRateLimitInterceptor(discovery, scanner, new RateLimitInterceptor(config, storage, planner), storage);
+    bindRateLimitInterceptor(discovery, scanner, new RateLimitInterceptor(config, storage, planner, metrics), storage);
     const filter = new RateLimitExceptionFilter();
     for (const { metatype } of discovery.getProviders()) {
       if (typeof metatype === 'function' && Reflect.hasMetadata(GATEWAY_METADATA, metatype)) withFilter(metatype, filter);
