@@ -15,7 +15,6 @@ import { contextAdapterFor } from '../contexts/context-adapters.js';
 import { httpContext } from '../contexts/http.context-adapter.js';
 import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
-import type { StorageErrorPolicy } from '../rate-limit.options.js';
 import { CircuitBreaker, type CircuitState } from '../resilience/circuit-breaker.js';
 import { ProtectedStorage } from '../resilience/protected-storage.js';
 import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';

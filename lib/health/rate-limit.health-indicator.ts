@@ -1,15 +1,13 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { Cluster } from 'ioredis';
 // Types only: @nestjs/terminus is an optional peer, loaded when a health check first runs.
 import type { HealthIndicatorService } from '@nestjs/terminus';
 import { RateLimitGuard } from '../guards/rate-limit.guard.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import type { CircuitState } from '../resilience/circuit-breaker.js';
-import { MemoryStorage } from '../storage/memory.storage.js';
 import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
-import { RedisStorage } from '../storage/redis.storage.js';
 import { isPromiseLike } from '../utils/maybe-async.js';
+import { storageKindOf } from '../storage/storage-kind.js';
 
 /** What the limiter's health check reports, besides terminus's `status`. */
 export interface RateLimitHealthDetails {
@@ -73,7 +71,7 @@ export class RateLimitHealthIndicator {
     const session = (await this.healthIndicatorService()).check(key);
     const ping = await this.ping();
     const details: RateLimitHealthDetails = {
-      storage: storageName(this.storage),
+      storage: storageKindOf(this.storage),
       latencyMs: ping.ok ? ping.latencyMs : null,
       circuit: this.guard.circuitState,
     };
@@ -165,9 +163,3 @@ export class RateLimitHealthIndicator {
 type PingOutcome =
   | { ok: true; latencyMs: number | null }
   | { ok: false; reason: 'timeout' | 'error'; message: string };
-
-function storageName(storage: RateLimitStorage): string {
-  if (storage instanceof MemoryStorage) return 'memory';
-  if (storage instanceof RedisStorage) return storage.client instanceof Cluster ? 'cluster' : 'redis';
-  return storage.constructor?.name || 'custom';
-}

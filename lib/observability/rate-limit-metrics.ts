@@ -1,8 +1,8 @@
 import type { Attributes, Counter, Histogram, Meter, ObservableResult } from '@opentelemetry/api';
 import type { CircuitState } from '../resilience/circuit-breaker.js';
-import { MemoryStorage } from '../storage/memory.storage.js';
 import type { RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 import { RedisStorage } from '../storage/redis.storage.js';
+import { storageKindOf } from '../storage/storage-kind.js';
 
 /** How one request ended, as far as the limiter is concerned. */
 export type RateLimitOutcome = 'allowed' | 'denied' | 'shadow_denied' | 'fail_open' | 'fail_closed' | 'fallback';
@@ -116,13 +116,6 @@ export class RateLimitMetrics {
     }
     return attributes;
   }
-}
-
-/** `ratelimit.storage`'s value: `memory`, `redis`, `cluster`, or a storage of your own's class name. */
-export function storageKindOf(storage: RateLimitStorage): string {
-  if (storage instanceof MemoryStorage) return 'memory';
-  if (storage instanceof RedisStorage) return storage.kind;
-  return storage.constructor?.name ?? 'custom';
 }
 
 /** The module's metrics: instruments on the app's MeterProvider, the block cache's gauge included. */

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { metrics } from '@opentelemetry/api';
-import request, { type Response } from 'supertest';
+import request from 'supertest';
 import type { RateLimitStorage } from '../../lib/index.js';
 import { AppModule } from '../../sample-app/app.module.js';
 import { setUpTelemetry } from '../../sample-app/telemetry.js';
