@@ -218,6 +218,18 @@ describe('failure policies, the circuit breaker and the block cache, as metrics'
     await storage.close();
   });
 
+  it("module-wide shadow mode, with shadowHeaders off: nothing refused, no headers; a long identity reaches the hook hashed", async () => {
+    const events: RateLimitDecisionEvent[] = [];
+    app = await createScenarioApp([WatchedController], { mode: 'shadow', shadowHeaders: false, onDecision: (event) => events.push(event) });
+    const client = 'x'.repeat(200);
+    for (let i = 0; i < 3; i++) {
+      const response = await request(app.getHttpServer()).get('/strict').set('x-client', client).expect(200);
+      expect(response.headers.ratelimit).toBeUndefined();
+    }
+    expect(events.map((e) => e.outcome)).toEqual(['allowed', 'allowed', 'shadow_denied']);
+    expect(events[0].identity).toMatch(/^#[A-Za-z0-9_-]{43}$/);
+  });
+
   it('a hook that throws is logged, and the request goes on', async () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     try {
