@@ -12,7 +12,7 @@ import type { InitializeHook, ResolveHook } from 'node:module';
 import { pathToFileURL } from 'node:url';
 
 /** Packages the library shares with its host app: peers, and ioredis (same version as the competitors'). */
-const SHARED = /^(?:@nestjs\/(?:common|core|platform-express)|reflect-metadata|rxjs|ioredis)(?:\/|$)/;
+const SHARED = /^(?:@nestjs\/(?:common|core|platform-express|platform-fastify)|reflect-metadata|rxjs|ioredis)(?:\/|$)/;
 const LIBRARY = new URL('../../dist/esm/', import.meta.url).href;
 const BENCH = new URL('../package.json', import.meta.url).href;
 let snapshot: string | undefined;

@@ -1,9 +1,8 @@
 // Shared by every bench app: the payload, the settings the runner passes in the environment, and
 // the bootstrap. Each app is a separate process started by the runner (see ../run.ts).
 import 'reflect-metadata';
-import { Controller, Get, type Type } from '@nestjs/common';
+import { Controller, Get, type INestApplication, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
 
 function required(name: string): string {
   const value = process.env[name];
@@ -35,12 +34,26 @@ export class PlainQuoteController {
   }
 }
 
-/** Starts the app on 127.0.0.1:$PORT and tells the runner (over IPC) that it is listening. */
+/** Nest's HTTP adapter: Express, or Fastify when the runner sets BENCH_PLATFORM=fastify. */
+export const PLATFORM = process.env.BENCH_PLATFORM === 'fastify' ? 'fastify' : 'express';
+
+/**
+ * Starts the app on 127.0.0.1:$PORT and tells the runner (over IPC) that it is listening. Fastify's
+ * adapter is imported only when asked for, so the Express apps never load it.
+ */
 export async function serve(module: Type): Promise<void> {
-  const app = await NestFactory.create<NestExpressApplication>(module, { logger: ['error', 'warn'] });
+  const options = { logger: ['error', 'warn'] as ('error' | 'warn')[] };
+  let app: INestApplication;
+  if (PLATFORM === 'fastify') {
+    const { FastifyAdapter } = await import('@nestjs/platform-fastify');
+    app = await NestFactory.create(module, new FastifyAdapter(), options);
+  } else {
+    app = await NestFactory.create(module, options);
+  }
   await app.listen(Number(required('PORT')), '127.0.0.1');
   process.send?.({ ready: true });
-  // The runner stops an app with SIGTERM; closing lets storages quit their Redis clients.
+  // The runner stops an app with SIGTERM; closing lets storages quit their Redis clients. Leaving
+  // through process.exit also makes `node --cpu-prof` write its profile (scenario P); a SIGKILL would not.
   process.once('SIGTERM', () => {
     const cutoff = setTimeout(() => process.exit(0), 1_000);
     app.close().finally(() => {
