@@ -1,12 +1,12 @@
 // The side-by-side benchmark suite: `npm run bench` at the repository root.
 //
-// HTTP scenarios A, B and C (below), then the storage scenarios' hook, then ONE markdown table,
+// HTTP scenarios A, B and C (below), P (the limiter's share of the app's CPU, from a profile of the app), then the storage scenarios' hook, then ONE markdown table,
 // printed and written to bench/results.md. Every app runs in its own process, started fresh for
 // each round and warmed up first; the load comes from this process over loopback; contenders are
 // interleaved round by round (A B C … A B C …) so that drift hits them all alike; medians are reported.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,7 @@ import { CONTENDERS, killAllApps, startApp, type Contender } from './harness/app
 import { paced, saturate, type LoadResult, type PacedResult } from './harness/load.js';
 import { foreignLoad, watchCpu, type CpuShares } from './harness/cpu.js';
 import { PrivateRedis, type CommandDelta } from './harness/redis.js';
+import { limiterFrames, limiterShare, mergeTops, type FunctionShare, type ProfileShare } from './harness/profile.js';
 import { fmt, markdownTable, type Row } from './harness/report.js';
 import { median, spread } from './harness/stats.js';
 
@@ -57,7 +58,11 @@ const settings = {
   hotLimit: Math.round(numberEnv('BENCH_HOT_LIMIT', 10)),
   pacedConnections: Math.round(numberEnv('BENCH_PACED_CONNECTIONS', 128)),
   fixedRate: process.env.BENCH_FIXED_RATE ? numberEnv('BENCH_FIXED_RATE', 1) : undefined,
-  scenarios: listEnv('BENCH_SCENARIOS', ['A', 'B', 'C']),
+  scenarios: listEnv('BENCH_SCENARIOS', ['A', 'B', 'C', 'P']),
+  /** Scenario P: V8's sampling interval, µs (`--cpu-prof-interval`). */
+  profileIntervalUs: Math.round(numberEnv('BENCH_PROFILE_INTERVAL', 100)),
+  /** Scenario P: where to keep the profiles (removed after reading when unset). */
+  profileDir: process.env.BENCH_PROFILE_DIR || undefined,
   contenders: listEnv('BENCH_CONTENDERS', CONTENDERS.map((c) => c.name)),
   /** Longest wait, before a measurement, for other processes to leave the CPU. */
   quietTimeoutSec: numberEnv('BENCH_QUIET_TIMEOUT', 120),
@@ -68,8 +73,12 @@ const HOT_KEY = 'hot-client';
 const PING_FLOOR = 'bare+redis-ping';
 const GUARD_FLOOR = 'bare+guard';
 const B_CONTENDERS = ['bare', GUARD_FLOOR, PING_FLOOR, 'ours-memory', 'ours-redis'];
+/** A compares with an Express bare: the Fastify contender runs in P only. */
+const A_CONTENDERS = CONTENDERS.filter((c) => c.platform !== 'fastify').map((c) => c.name);
 /** Scenario C has no use for the references: they do not limit. */
-const C_CONTENDERS = CONTENDERS.filter((c) => c.name !== 'bare' && c.name !== PING_FLOOR && c.name !== GUARD_FLOOR).map((c) => c.name);
+const C_CONTENDERS = A_CONTENDERS.filter((name) => name !== 'bare' && name !== PING_FLOOR && name !== GUARD_FLOOR);
+/** Scenario P: every limiter, ours on Fastify too, and the PING reference (the ioredis floor of a limiter on Redis). */
+const P_CONTENDERS = [PING_FLOOR, 'ours-memory', 'ours-memory-fastify', 'ours-redis', 'throttler-memory', 'throttler-redis', 'rlf-memory', 'rlf-redis'];
 const contender = (name: string) => CONTENDERS.find((c) => c.name === name)!;
 /**
  * Checks Redis decided in an interval. The competitors run one script per check; ours runs one
@@ -93,29 +102,62 @@ interface Measured<T> {
   dbSize: number;
   /** Where the CPU went during the measured run (percent of one core). */
   cpu: CpuShares;
+  /** Scenario P: the limiter's share of the app's busy samples during the measured run. */
+  profile?: ProfileShare;
 }
 
 type Rounds<T> = Map<string, Measured<T>[]>;
 
-/** One measurement: FLUSHALL (Redis contenders), a fresh app, warm-up, the measured run, app stopped. */
+/** CLOCK_MONOTONIC in µs: the clock of V8's profile timestamps on Linux (see harness/profile.ts). */
+const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+let profileCount = 0;
+
+/**
+ * One measurement: FLUSHALL (Redis contenders), a fresh app, warm-up, the measured run, app stopped.
+ * With `profile`, the app runs under `node --cpu-prof`, which writes its profile when the app
+ * leaves through process.exit (its SIGTERM handler, see apps/common.ts); the samples of the
+ * measured run are then read from it.
+ */
 async function measureOnce<T extends LoadResult>(
   c: Contender,
   redis: PrivateRedis,
   warm: (port: number) => Promise<unknown>,
   measure: (port: number) => Promise<T>,
+  profile = false,
 ): Promise<Measured<T>> {
   if (c.storage === 'redis') await redis.flushAll();
-  const app = await startApp(c, { REDIS_URL: redis.url, BENCH_HOT_LIMIT: String(settings.hotLimit), BENCH_LIB_DIR: LIB_SNAPSHOT });
+  let profileDir: string | undefined;
+  if (profile) {
+    if (settings.profileDir) {
+      profileDir = join(settings.profileDir, `${String(++profileCount).padStart(3, '0')}-${c.name}`);
+      rmSync(profileDir, { recursive: true, force: true });
+      mkdirSync(profileDir, { recursive: true });
+    } else {
+      profileDir = mkdtempSync(join(tmpdir(), `bench-profile-${c.name}-`));
+    }
+  }
+  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-interval=${settings.profileIntervalUs}`] : [];
   try {
-    await warm(app.port);
-    const before = await redis.commandCalls();
-    const cpu = watchCpu(app.pid, redis.pid);
-    const result = await measure(app.port);
-    const shares = cpu.stop();
-    const after = await redis.commandCalls();
-    return { result, redis: PrivateRedis.delta(before, after), dbSize: await redis.dbSize(), cpu: shares };
+    let measured: Measured<T>;
+    let window: [number, number] = [0, 0];
+    const app = await startApp(c, { REDIS_URL: redis.url, BENCH_HOT_LIMIT: String(settings.hotLimit), BENCH_LIB_DIR: LIB_SNAPSHOT }, { nodeArgs });
+    try {
+      await warm(app.port);
+      const before = await redis.commandCalls();
+      const cpu = watchCpu(app.pid, redis.pid);
+      const from = monotonicUs();
+      const result = await measure(app.port);
+      window = [from, monotonicUs()];
+      const shares = cpu.stop();
+      const after = await redis.commandCalls();
+      measured = { result, redis: PrivateRedis.delta(before, after), dbSize: await redis.dbSize(), cpu: shares };
+    } finally {
+      await app.stop();
+    }
+    if (profileDir) measured.profile = limiterShare(profileDir, limiterFrames(c, [LIB_SNAPSHOT, join(REPO_DIR, 'dist/esm')]), ...window);
+    return measured;
   } finally {
-    await app.stop();
+    if (profileDir && !settings.profileDir) rmSync(profileDir, { recursive: true, force: true });
   }
 }
 
@@ -152,6 +194,7 @@ async function runRounds<T extends LoadResult>(
   warm: (port: number) => Promise<unknown>,
   measure: (port: number) => Promise<T>,
   describe: (m: Measured<T>) => string,
+  profile = false,
 ): Promise<Rounds<T>> {
   const rounds: Rounds<T> = new Map(contenders.map((c) => [c.name, []]));
   for (let round = 1; round <= settings.rounds; round++) {
@@ -160,7 +203,7 @@ async function runRounds<T extends LoadResult>(
       for (let attempt = 0; attempt <= settings.retries; attempt++) {
         try {
           await untilQuiet(redis);
-          const m = await measureOnce(c, redis, warm, measure);
+          const m = await measureOnce(c, redis, warm, measure, profile);
           const noisy = m.cpu.other > FOREIGN_CPU_LIMIT;
           log(`${name} ${describe(m)}  ${cpuText(m.cpu)}${noisy ? '  ⚠ other processes competed' : ''}`);
           if (noisy && attempt < settings.retries) {
@@ -229,7 +272,7 @@ interface ScenarioA {
 }
 
 async function scenarioA(redis: PrivateRedis): Promise<ScenarioA> {
-  const contenders = selected(CONTENDERS.map((c) => c.name));
+  const contenders = selected(A_CONTENDERS);
   const load = (port: number, durationSec: number) =>
     saturate({ port, path: '/quote', keys: settings.keys, connections: settings.connections, durationSec });
   const rounds = await runRounds(
@@ -437,6 +480,112 @@ async function scenarioC(redis: PrivateRedis, bareRps: number | undefined): Prom
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario P: the limiter's share of the app's CPU, from a V8 profile of the app under load
+
+/** Issue 13's targets for ours; `peers` are the contenders ours must stay below. */
+const P_TARGETS: Record<string, { max: number; peers: string[]; text: string }> = {
+  'ours-memory': { max: 0.02, peers: ['rlf-memory', 'throttler-memory'], text: '≤ 2% and below every peer on memory' },
+  'ours-memory-fastify': { max: 0.02, peers: [], text: '≤ 2%' },
+  'ours-redis': { max: 0.04, peers: ['rlf-redis', 'throttler-redis'], text: '≤ 4% (ioredis included) and below every peer on Redis' },
+};
+
+interface ScenarioP {
+  rows: Row[];
+  /** The dedicated table and the limiter's top functions, for results.md. */
+  markdown: string;
+}
+
+const shareText = (n: number) => (Number.isFinite(n) ? `${(n * 100).toFixed(1)}%` : '—');
+
+async function scenarioP(redis: PrivateRedis): Promise<ScenarioP> {
+  const contenders = selected(P_CONTENDERS);
+  const load = (port: number, durationSec: number) =>
+    saturate({ port, path: '/quote', keys: settings.keys, connections: settings.connections, durationSec });
+  const rounds = await runRounds(
+    'P',
+    redis,
+    contenders,
+    (port) => load(port, settings.warmupSec),
+    (port) => load(port, settings.durationSec),
+    ({ result, profile }) =>
+      `limiter ${shareText(profile!.share)} of ${fmt.int(profile!.busy)} busy samples (gc ${shareText(profile!.gc / profile!.busy)}, ` +
+      `program ${shareText(profile!.program / profile!.busy)})  ${fmt.int(result.rps)} req/s under the profiler  [${statusText(result.status)}]`,
+    true,
+  );
+
+  recordRounds('P', "limiter's share", rounds, (m) => m.profile!.share, shareText);
+  const share = (name: string) => medianOf(rounds.get(name) ?? [], (m) => m.profile!.share);
+  const rows = contenders.map((c): Row => {
+    const list = rounds.get(c.name)!;
+    const row: Row = { scenario: "P · limiter's share of app CPU (profiled, 10k clients)", contender: c.name };
+    if (!list.length) return { ...row, notes: 'no successful round' };
+    const shares = list.map((m) => m.profile!.share);
+    row.throughput = `${shareText(share(c.name))} of busy samples`;
+    row.p50 = fmt.ms(medianOf(list, (m) => m.result.latency.p50));
+    row.p99 = fmt.ms(medianOf(list, (m) => m.result.latency.p99));
+    row.p999 = fmt.ms(medianOf(list, (m) => m.result.latency.p999));
+    row.spread = `${shareText(Math.min(...shares))} – ${shareText(Math.max(...shares))}`;
+    const notes = [
+      c.name === PING_FLOOR && 'reference, not a limiter: ioredis and a guard awaiting one PING per request',
+      `rounds ${shares.map(shareText).join(' · ')}`,
+      `${fmt.int(medianOf(list, (m) => m.result.rps))} req/s under the profiler`,
+      `gc ${shareText(medianOf(list, (m) => m.profile!.gc / m.profile!.busy))}, (program) ${shareText(medianOf(list, (m) => m.profile!.program / m.profile!.busy))} of busy`,
+      roundsNote(list.length),
+      anomalies(list, [200]),
+    ];
+    const target = P_TARGETS[c.name];
+    if (target) {
+      const peers = target.peers.filter((n) => rounds.get(n)?.length);
+      row.target = target.text;
+      row.pass = share(c.name) <= target.max && peers.every((n) => share(c.name) < share(n));
+      if (target.peers.length && !peers.length) notes.push('no peer measured');
+      if (peers.length) notes.push(`peers: ${peers.map((n) => `${n} ${shareText(share(n))}`).join(', ')}`);
+    }
+    row.notes = joinNotes(...notes);
+    return row;
+  });
+
+  // The dedicated table, and where ours spends its samples (the optimization work's guide).
+  const table = [
+    "| contender | limiter's share of app CPU (median) | each round | busy samples per round | req/s under the profiler | GC of busy |",
+    '|---|---|---|---|---|---|',
+    ...contenders.map((c) => {
+      const list = rounds.get(c.name)!;
+      if (!list.length) return `| ${c.name} | no successful round | | | | |`;
+      return (
+        `| ${c.name}${c.name === PING_FLOOR ? ' (reference)' : ''} | **${shareText(share(c.name))}** | ${list.map((m) => shareText(m.profile!.share)).join(' · ')} | ` +
+        `${fmt.int(medianOf(list, (m) => m.profile!.busy))} | ${fmt.int(medianOf(list, (m) => m.result.rps))} | ` +
+        `${shareText(medianOf(list, (m) => m.profile!.gc / m.profile!.busy))} |`
+      );
+    }),
+  ].join('\n');
+  const topTable = (title: string, top: FunctionShare[], busy: number) =>
+    `${title}\n\n| function | share of busy |\n|---|---|\n${top.map((f) => `| \`${f.name}\` | ${shareText(f.samples / busy)} |`).join('\n')}\n`;
+  const tops = contenders
+    .filter((c) => c.app === 'ours' && rounds.get(c.name)!.length)
+    .map((c) => {
+      const list = rounds.get(c.name)!;
+      const busy = list.reduce((sum, m) => sum + m.profile!.busy, 0);
+      return (
+        `### ${c.name}: where the limiter's samples go (all rounds)\n\n` +
+        topTable('By leaf frame (self time; the leaf may be code the limiter called):', mergeTops(list.map((m) => m.profile!.selfTop)), busy) +
+        '\n' +
+        topTable("By the innermost frame of the limiter's own code (that function and what it calls):", mergeTops(list.map((m) => m.profile!.innermostTop)), busy)
+      );
+    })
+    .join('\n');
+  const markdown =
+    `## Limiter's share of app CPU (scenario P)\n\n${table}\n\n` +
+    `Each app under \`node --cpu-prof --cpu-prof-interval=${settings.profileIntervalUs}\` (µs), loaded as in A (\`/quote\`, ${settings.keys.toLocaleString('en-US')} API keys, ` +
+    `${settings.connections} connections, a limit never reached); the samples of the ${settings.durationSec} s measured run only. ` +
+    "Busy = every sample but `(idle)` (GC and `(program)` included); the limiter's share = busy samples with a frame of the limiter's code " +
+    'on the stack / busy samples. The limiter\'s code: ours, the library\'s build; the peers, their package and the bench\'s guard; ' +
+    'on Redis, ioredis too. See bench/README.md.\n\n' +
+    tops;
+  return { rows, markdown };
+}
+
+// ---------------------------------------------------------------------------------------------
 // HOOK: the storage / memory scenarios (bench/storage-bench.mjs, written separately)
 //
 // If bench/storage-bench.mjs exists (or the script BENCH_STORAGE_SCRIPT names), it runs here, after
@@ -564,6 +713,8 @@ const LEGEND = [
     'latency from write to last byte, or from when it fell due for a request that had to wait for a free connection.',
   '- C: closed loop on one API key past its limit, each warm-up + measured run inside one minute (the window of the limit); ' +
     "429/s against bare's req/s from A.",
+  "- P: as A, each app under V8's sampling profiler; the limiter's share of the app's busy samples during the measured run (see the section below the table); " +
+    '"Rounds spread" is the lowest and highest round.',
   '- Redis calls: delta of every `cmdstat_*` in INFO commandstats over the measured run (warm-up and FLUSHALL excluded). Redis 7 counts the ' +
     'commands a script runs as well, so one EVALSHA whose script calls TIME, HGET, … shows as several calls; "eval*" counts EVAL/EVALSHA/FCALL alone. ' +
     'Divided by requests (A, B) or by 429 answers (C). Memory contenders never connect to Redis.',
@@ -591,13 +742,15 @@ async function main(): Promise<void> {
 
   const measurements = (settings.scenarios.includes('A') ? settings.contenders.length : 0) +
     (settings.scenarios.includes('B') ? selected(B_CONTENDERS).length : 0) +
-    (settings.scenarios.includes('C') ? selected(C_CONTENDERS).length : 0);
-  const estimate = measurements * settings.rounds * (settings.warmupSec + settings.durationSec + 2);
+    (settings.scenarios.includes('C') ? selected(C_CONTENDERS).length : 0) +
+    (settings.scenarios.includes('P') ? selected(P_CONTENDERS).length : 0);
+  const estimate = measurements * settings.rounds * (settings.warmupSec + settings.durationSec + 3);
   log(`HTTP scenarios ${settings.scenarios.join(', ')}: ${settings.rounds} rounds × ${settings.durationSec} s, ` +
     `${settings.warmupSec} s warm-up per app start; about ${Math.ceil(estimate / 60)} min. Redis ${redis.version} at ${redis.url}`);
 
   const rows: Row[] = [];
   let storageMarkdown: string | undefined;
+  let profileMarkdown: string | undefined;
   try {
     let bareRps: number | undefined;
     if (settings.scenarios.includes('A')) {
@@ -607,6 +760,11 @@ async function main(): Promise<void> {
     }
     if (settings.scenarios.includes('B')) rows.push(...(await scenarioB(redis, bareRps)));
     if (settings.scenarios.includes('C')) rows.push(...(await scenarioC(redis, bareRps)));
+    if (settings.scenarios.includes('P')) {
+      const p = await scenarioP(redis);
+      rows.push(...p.rows);
+      profileMarkdown = p.markdown;
+    }
     const storage = await storageHook(redis);
     rows.push(...storage.rows);
     storageMarkdown = storage.markdown;
@@ -619,8 +777,9 @@ async function main(): Promise<void> {
     : '';
   const report = `# Benchmark results\n\n${describeRun(redis.version, started, new Date(), loadBefore, library)}\n\n${markdownTable(rows)}\n\n${LEGEND}\n`;
   const storageSection = storageMarkdown ? `\n## Storage scenarios, as their script reported them\n\n${storageMarkdown.replace(/^#+ .*\n+/, '')}\n` : '';
-  writeFileSync(join(BENCH_DIR, 'results.md'), report + appendix + storageSection);
-  console.log(`\n${report}\n(written to bench/results.md)`);
+  const profileSection = profileMarkdown ? `\n${profileMarkdown}` : '';
+  writeFileSync(join(BENCH_DIR, 'results.md'), report + profileSection + appendix + storageSection);
+  console.log(`\n${report}${profileSection}\n(written to bench/results.md)`);
 }
 
 await main();

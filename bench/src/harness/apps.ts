@@ -10,6 +10,8 @@ export interface Contender {
   /** Entry point in dist/apps. */
   readonly app: 'bare' | 'noop-guard' | 'redis-ping' | 'ours' | 'throttler' | 'rlf';
   readonly storage: 'none' | 'memory' | 'redis';
+  /** Nest's HTTP adapter; Express unless said. */
+  readonly platform?: 'express' | 'fastify';
 }
 
 export const CONTENDERS: readonly Contender[] = [
@@ -20,6 +22,8 @@ export const CONTENDERS: readonly Contender[] = [
   { name: 'bare+redis-ping', app: 'redis-ping', storage: 'redis' },
   { name: 'ours-memory', app: 'ours', storage: 'memory' },
   { name: 'ours-redis', app: 'ours', storage: 'redis' },
+  // ours on Fastify: only in the profile scenario (P), whose measure does not compare with an Express bare
+  { name: 'ours-memory-fastify', app: 'ours', storage: 'memory', platform: 'fastify' },
   { name: 'throttler-memory', app: 'throttler', storage: 'memory' },
   { name: 'throttler-redis', app: 'throttler', storage: 'redis' },
   { name: 'rlf-memory', app: 'rlf', storage: 'memory' },
@@ -39,10 +43,14 @@ export interface RunningApp {
  * Starts a contender in its own process on a free loopback port and resolves once it listens.
  * Its output goes to the runner's stderr, prefixed with its name.
  */
-export async function startApp(contender: Contender, env: Record<string, string>, timeoutMs = 20_000): Promise<RunningApp> {
+export async function startApp(
+  contender: Contender,
+  env: Record<string, string>,
+  { timeoutMs = 20_000, nodeArgs = [] }: { timeoutMs?: number; nodeArgs?: readonly string[] } = {},
+): Promise<RunningApp> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', LOADER, fileURLToPath(new URL(`../apps/${contender.app}.js`, import.meta.url))], {
-    env: { ...process.env, NODE_ENV: 'production', ...env, PORT: String(port), BENCH_STORAGE: contender.storage },
+  const child = spawn(process.execPath, [...nodeArgs, '--import', LOADER, fileURLToPath(new URL(`../apps/${contender.app}.js`, import.meta.url))], {
+    env: { ...process.env, NODE_ENV: 'production', ...env, PORT: String(port), BENCH_STORAGE: contender.storage, BENCH_PLATFORM: contender.platform ?? 'express' },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   running.add(child);
