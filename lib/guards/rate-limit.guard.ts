@@ -201,15 +201,14 @@ export class RateLimitGuard implements CanActivate {
   /** Gives back the units of the rules that count only failures or successes (not the module's default limit). */
   private refund(checks: readonly RateLimitCheck[], cost: number): void {
     const counted = checks.filter((check) => check.rule.count !== 'all');
+    const failed = (error: unknown) => this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`);
     let done: MaybePromise<unknown>;
     try {
       done = this.storage.call(() => this.rawStorage.adjust!(counted, -cost));
     } catch (error) {
-      return this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`);
+      return failed(error);
     }
-    if (isPromiseLike(done)) {
-      done.then(undefined, (error: unknown) => this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`));
-    }
+    if (isPromiseLike(done)) done.then(undefined, failed);
   }
 
   /** The storage could not answer: the route's failure policy decides. */
@@ -253,7 +252,7 @@ export class RateLimitGuard implements CanActivate {
         const outcome = !result.allowed ? 'shadow_denied' : via === 'fallback' ? 'fallback' : 'allowed';
         this.report(context, checks, cost, outcome, rules, mostConstraining(result.decisions));
       }
-      if (!result.allowed) this.shadowLog.warn(`Shadow mode: a request to ${routeOf(context)} would have been refused (${mostConstraining(result.decisions).rule.name})`);
+      if (!result.allowed) this.reportShadowDenial(context, result);
       if (shadow && !this.config.shadowHeaders) return true;
       const type = context.getType();
       if (type === 'http') httpContext.admitted!(context, result, rules.policy, this.config.headers);
@@ -280,6 +279,11 @@ export class RateLimitGuard implements CanActivate {
         : this.config.errorMessage;
     const problem = this.config.problemDetails ? { violatedPolicies: result.decisions.filter((d) => !d.allowed).map((d) => d.rule.name) } : undefined;
     throw this.rejection(context, withoutStack(() => new RateLimitExceededException(details, message, headers, problem)));
+  }
+
+  /** The throttled warning of shadow mode; its text is built only when it is written. */
+  private reportShadowDenial(context: ExecutionContext, result: RateLimitResult): void {
+    this.shadowLog.warn(() => `Shadow mode: a request to ${routeOf(context)} would have been refused (${mostConstraining(result.decisions).rule.name})`);
   }
 
   /** One decision to the metrics and the `onDecision` hook; only called when either listens. */
@@ -324,7 +328,7 @@ export class RateLimitGuard implements CanActivate {
    * with one logged error per handler saying what to do.
    */
   private unserved(context: ExecutionContext): never {
-    const route = `${context.getClass().name}.${context.getHandler().name}`;
+    const route = routeOf(context);
     const message =
       `Rate limit on ${route} cannot be enforced: no context adapter serves '${context.getType()}' contexts, so the call was refused. ` +
       'Register one with the `contextAdapters` option of RateLimitModule, or exempt the handler with @SkipRateLimit().';
@@ -341,7 +345,7 @@ export class RateLimitGuard implements CanActivate {
    * a logged error. An unidentifiable request must never pass unlimited.
    */
   private userCodeFailed(what: string, context: ExecutionContext, error: unknown): never {
-    const route = `${context.getClass().name}.${context.getHandler().name}`;
+    const route = routeOf(context);
     this.logger.error(`Rate limit ${what} failed on ${route}; the request was refused.`, (error as Error)?.stack ?? String(error));
     throw new InternalServerErrorException();
   }

@@ -110,7 +110,11 @@ export class ProtectedStorage {
     return this.call(() => this.storage.acquire!(key, limit, leaseMs, leaseId));
   }
 
-  /** Any other storage call (RateLimitService, refunds), under the same deadline and circuit breaker. */
+  /**
+   * Any other storage call (RateLimitService, refunds), under the same deadline and circuit
+   * breaker. `check` keeps its own copy of these steps: every request runs it, and a closure per
+   * request is what it avoids.
+   */
   call<T>(operation: () => MaybePromise<T>): MaybePromise<T> {
     if (!this.breaker.allow()) throw new StorageUnavailableError('circuit-open');
     let answer: MaybePromise<T>;

@@ -10,14 +10,15 @@ export class ThrottledLogger {
     this.logger = new Logger(context);
   }
 
-  warn(message: string): void {
+  /** A function for the message is called only when the warning is written: nothing is built for one held back. */
+  warn(message: string | (() => string)): void {
     const now = Date.now();
     if (now < this.nextAt) {
       this.suppressed++;
       return;
     }
     const held = this.suppressed ? ` (${this.suppressed} similar warnings suppressed)` : '';
-    this.logger.warn(message + held);
+    this.logger.warn((typeof message === 'function' ? message() : message) + held);
     this.suppressed = 0;
     this.nextAt = now + this.intervalMs;
   }

@@ -106,9 +106,8 @@ export class MemoryStorage implements RateLimitStorage {
   adjust(checks: readonly RateLimitCheck[], units: number): RateLimitResult {
     const now = this.clock();
     this.evaluate(checks, 1, now); // finds the blocked keys, which stay as they are
-    const skip = this.wasBlocked.slice(0, checks.length);
     for (let i = 0; i < checks.length; i++) {
-      if (skip[i]) continue;
+      if (this.wasBlocked[i]) continue;
       const { key, rule } = checks[i];
       const algorithm = getAlgorithm(rule.algorithm);
       let slot = this.slotOf.get(key) ?? -1;
