@@ -46,6 +46,15 @@ export class RuleSet {
 
   private build(identity: string): readonly RateLimitCheck[] {
     const base = storageKeyBase(this.keyPrefix, identity);
-    return this.rules.map((rule) => ({ key: base + rule.keySuffix, rule }));
+    return this.rules.map((rule) => ({ key: flatJoin(base, rule.keySuffix), rule, hint: -1 }));
   }
+}
+
+/**
+ * One flat string: joining copies both parts into a new string, where `+` would make a tree of
+ * them. A storage keeps it as its key, retaining nothing else, and later lookups with this very
+ * string compare by pointer.
+ */
+function flatJoin(a: string, b: string): string {
+  return [a, b].join('');
 }

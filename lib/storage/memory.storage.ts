@@ -30,8 +30,12 @@ const SWEEP_GRACE_MS = 5_000;
  *
  * Layout: a `Map` from key to slot number, every slot's state in one `Float64Array` (four
  * numbers a key) and its key in an array, so a key costs its string, a map entry and 40 bytes. Keys are stored flat,
- * never as the concatenation the guard built. Sliding-window logs, whose size varies, live in a
+ * never as a concatenation or a slice of something larger. Sliding-window logs, whose size varies, live in a
  * side array by slot.
+ *
+ * The checks a rule set reuses per client carry a `hint`: the slot where this storage last found
+ * the key. A valid hint (the slot still holds this very key string) skips the map, whose lookup
+ * is most of a check's cost in a busy app, where the map is never in the CPU's cache.
  *
  * Bounds: at `maxKeys`, a CLOCK sweep over slots (the classic LRU approximation) evicts a key not
  * used since the hand last passed it; each check also advances an expiry sweep that frees dead keys.
@@ -142,8 +146,15 @@ export class MemoryStorage implements RateLimitStorage {
   private evaluate(checks: readonly RateLimitCheck[], cost: number, now: number): boolean {
     let allowed = true;
     for (let i = 0; i < checks.length; i++) {
-      const { key, rule } = checks[i];
-      const slot = this.slotOf.get(key) ?? -1;
+      const check = checks[i];
+      const { key, rule } = check;
+      const hint = check.hint;
+      let slot: number;
+      if (hint !== undefined && hint >= 0 && this.keyOf[hint] === key) slot = hint;
+      else {
+        slot = this.slotOf.get(key) ?? -1;
+        if (hint !== undefined) check.hint = slot;
+      }
       const at = slot >= 0 && this.state[slot * STATE_STRIDE] > now ? slot * STATE_STRIDE : -1;
       const out = (this.outcomes[i] ??= new AlgorithmOutcome());
       this.slots[i] = slot;
@@ -193,7 +204,13 @@ export class MemoryStorage implements RateLimitStorage {
   }
 
   private commit(check: RateLimitCheck, known: number, now: number, cost: number, out: AlgorithmOutcome): void {
-    const slot = known >= 0 ? known : this.allocate(check.key, now);
+    let slot = known;
+    if (slot < 0) {
+      // a check with a hint comes from a rule set, whose keys are flat strings of their own
+      const owned = check.hint !== undefined;
+      slot = this.allocate(check.key, now, owned);
+      if (owned) check.hint = slot;
+    }
     const live = this.state[slot * STATE_STRIDE] > now;
     this.store(slot, out);
     const { log } = getAlgorithm(check.rule.algorithm);
@@ -225,16 +242,17 @@ export class MemoryStorage implements RateLimitStorage {
     return slot;
   }
 
-  private allocate(key: string, now: number): number {
+  /** `owned`: the key is a flat string of its own, kept as is; otherwise a flat copy is kept. */
+  private allocate(key: string, now: number, owned = false): number {
     if (this.slotOf.size >= this.maxKeys) this.evictOne(now);
     let slot = this.freeSlots.pop();
     if (slot === undefined) {
       slot = this.nextSlot++;
       if (slot >= this.capacity) this.grow();
     }
-    const flat = flatCopy(key); // the guard's keys are concatenations: store one flat copy
-    this.slotOf.set(flat, slot);
-    this.keyOf[slot] = flat;
+    const kept = owned ? key : flatCopy(key);
+    this.slotOf.set(kept, slot);
+    this.keyOf[slot] = kept;
     return slot;
   }
 

@@ -9,6 +9,12 @@ export const RATE_LIMIT_STORAGE = Symbol('RATE_LIMIT_STORAGE');
 export interface RateLimitCheck {
   readonly key: string;
   readonly rule: RateLimitRule;
+  /**
+   * Scratch space a storage may use to find the key's state again without a lookup (MemoryStorage:
+   * its slot). Present (-1 at first) on the checks the guard reuses per client; a storage must
+   * validate it, since several storages may see one check.
+   */
+  hint?: number;
 }
 
 /**

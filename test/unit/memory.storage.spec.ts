@@ -90,6 +90,35 @@ describe('MemoryStorage (fixed window)', () => {
     expect(storage.size).toBe(0);
   });
 
+  it('finds a key again by its check\'s hint, and never trusts a hint whose slot now holds another key', () => {
+    const storage = new MemoryStorage({ clock: new FakeClock().now, maxKeys: 1 });
+    const r = rule(2, 60_000);
+    const a: RateLimitCheck = { key: 'a', rule: r, hint: -1 };
+    expect(storage.check([a], 1).decisions[0].remaining).toBe(1);
+    const slot = a.hint!;
+    expect(slot).toBeGreaterThanOrEqual(0);
+    expect(storage.check([a], 1).decisions[0].remaining).toBe(0); // found by the hint
+    // 'a' is evicted and 'b' takes its slot: the hint now points at b's state
+    const b: RateLimitCheck = { key: 'b', rule: r, hint: -1 };
+    expect(storage.check([b], 1).allowed).toBe(true);
+    expect(b.hint).toBe(slot);
+    expect(a.hint).toBe(slot);
+    const again = storage.check([a], 1);
+    expect(again.decisions[0].remaining).toBe(1); // a fresh 'a', not b's count
+    // and 'b' (evicted in turn) does not see a's state either
+    expect(storage.check([b], 1).decisions[0].remaining).toBe(1);
+  });
+
+  it('keeps one hint right for two storages that see the same check', () => {
+    const first = new MemoryStorage({ clock: new FakeClock().now });
+    const second = new MemoryStorage({ clock: new FakeClock().now });
+    const r = rule(3, 60_000);
+    for (let i = 0; i < 5; i++) second.check([{ key: `other-${i}`, rule: r }], 1); // different slots in each
+    const shared: RateLimitCheck = { key: 'shared', rule: r, hint: -1 };
+    const remaining = [first, second, first, second, first].map((storage) => storage.check([shared], 1).decisions[0].remaining);
+    expect(remaining).toEqual([2, 2, 1, 1, 0]);
+  });
+
   it('rejects a maxKeys that is not a positive integer', () => {
     expect(() => new MemoryStorage({ maxKeys: 0 })).toThrow(/maxKeys must be a positive integer/);
     expect(() => new MemoryStorage({ maxKeys: 1.5 })).toThrow(/maxKeys/);
