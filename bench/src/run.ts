@@ -570,7 +570,7 @@ async function scenarioP(redis: PrivateRedis): Promise<ScenarioP> {
         `### ${c.name}: where the limiter's samples go (all rounds)\n\n` +
         topTable('By leaf frame (self time; the leaf may be code the limiter called):', mergeTops(list.map((m) => m.profile!.selfTop)), busy) +
         '\n' +
-        topTable("By the innermost frame of the limiter's own code (that function and what it calls):", mergeTops(list.map((m) => m.profile!.innermostTop)), busy)
+        topTable("By the innermost frame of the limiter's own code (that function and what it calls):", mergeTops(list.map((m) => m.profile!.innermostTop), 20), busy)
       );
     })
     .join('\n');

@@ -29,7 +29,9 @@ export function contextAdapterFor(type: string): RateLimitContextAdapter | undef
  * or the `ws` socket, the RPC context. The first argument for a context with no adapter.
  */
 export function rateLimitRequest<T = any>(context: ExecutionContext): T {
-  const adapter = contextAdapterFor(context.getType());
+  const type = context.getType();
+  if (type === 'http') return context.getArgByIndex(0);
+  const adapter = adapters.get(type);
   return (adapter ? adapter.request(context) : context.getArgByIndex(0)) as T;
 }
 

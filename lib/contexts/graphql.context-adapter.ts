@@ -114,7 +114,7 @@ export const graphqlContext: RateLimitContextAdapter = {
         for (const [name, value] of refusal.headers) setHeader(response, name, value);
       }
       if (refusal.retryAfter !== null) state.retryAfter = Math.max(state.retryAfter ?? 0, refusal.retryAfter);
-      if (state.retryAfter !== null) setHeader(response, 'Retry-After', String(state.retryAfter));
+      if (state.retryAfter !== null) setHeader(response, 'retry-after', String(state.retryAfter));
     }
     return graphqlError(refusal);
   },

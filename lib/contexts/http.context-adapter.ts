@@ -22,6 +22,10 @@ export function setHttpHeader(response: unknown, name: string, value: string): v
   else (response as FastifyReplyLike).header(name, value);
 }
 
+// Node's own call, not Express's `res.set`, which looks at every value's type and content type.
+const setNodeHeader = (response: ServerResponse, name: string, value: string) => response.setHeader(name, value);
+const setReplyHeader = (reply: FastifyReplyLike, name: string, value: string) => reply.header(name, value);
+
 /**
  * HTTP on Express or Fastify. The request is the platform's (`req.ip` honours `trust proxy` on
  * Express and `trustProxy` on Fastify); headers go on the response.
@@ -35,7 +39,9 @@ export const httpContext: RateLimitContextAdapter = {
   request: (context) => context.getArgByIndex(0),
   clientAddress: (context) => requestAddress(context.getArgByIndex(0)),
   admitted(context: ExecutionContext, result: RateLimitResult, policy: string, mode: RateLimitHeaderMode) {
-    forEachRateLimitHeader(mode, result, policy, context.getArgByIndex(1), setHttpHeader);
+    const response = context.getArgByIndex<HttpResponse>(1);
+    if (response instanceof ServerResponse) forEachRateLimitHeader(mode, result, policy, response, setNodeHeader);
+    else forEachRateLimitHeader(mode, result, policy, response, setReplyHeader);
   },
   refuse(refusal: RateLimitRefusal, host: ArgumentsHost) {
     const response = host.getArgByIndex<HttpResponse>(1);
@@ -44,7 +50,7 @@ export const httpContext: RateLimitContextAdapter = {
       if (response.headersSent) return;
       const headers: string[] = [];
       for (const [name, value] of refusal.headers) headers.push(name, value);
-      if (refusal.retryAfter !== null) headers.push('Retry-After', String(refusal.retryAfter));
+      if (refusal.retryAfter !== null) headers.push('retry-after', String(refusal.retryAfter));
       headers.push('Content-Type', refusal.contentType, 'Content-Length', String(Buffer.byteLength(body)));
       // Node leaves out the body of a HEAD response by itself.
       response.writeHead(refusal.getStatus(), headers);
@@ -53,7 +59,7 @@ export const httpContext: RateLimitContextAdapter = {
     }
     if (response.sent) return;
     for (const [name, value] of refusal.headers) response.header(name, value);
-    if (refusal.retryAfter !== null) response.header('Retry-After', String(refusal.retryAfter));
+    if (refusal.retryAfter !== null) response.header('retry-after', String(refusal.retryAfter));
     response.code(refusal.getStatus());
     response.type(refusal.contentType);
     response.send(body);

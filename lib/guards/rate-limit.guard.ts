@@ -113,6 +113,16 @@ export class RateLimitGuard implements CanActivate {
   }
 
   private identify(plan: RoutePlan, context: ExecutionContext): MaybePromise<boolean> {
+    const { quick } = plan;
+    if (quick !== undefined) {
+      let checks: readonly RateLimitCheck[];
+      try {
+        checks = quick.checks(context);
+      } catch (error) {
+        return this.userCodeFailed('key resolver', context, error);
+      }
+      return this.weigh(plan, context, checks, quick.rules);
+    }
     let identity: MaybePromise<string>;
     try {
       identity = plan.identify(context);

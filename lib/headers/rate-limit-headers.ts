@@ -58,7 +58,11 @@ export function secondsUntilQuota(decision: RateLimitDecision): number {
   return headerSeconds(wait);
 }
 
-/** Calls `write(target, name, value)` for each rate-limit header of one result, in the chosen mode. */
+/**
+ * Calls `write(target, name, value)` for each rate-limit header of one result, in the chosen mode.
+ * Names are lowercase, as HTTP/2 sends them: HTTP/1.1 names are case-insensitive, and Node and
+ * Fastify lowercase a name before storing it, which for a lowercase name costs nothing.
+ */
 export function forEachRateLimitHeader<T>(
   mode: RateLimitHeaderMode,
   result: RateLimitResult,
@@ -71,13 +75,13 @@ export function forEachRateLimitHeader<T>(
   const seconds = secondsUntilQuota(worst);
   const remaining = Math.min(worst.remaining, MAX_HEADER_INTEGER);
   if (mode !== 'legacy') {
-    write(target, 'RateLimit-Policy', policy);
-    write(target, 'RateLimit', `"${worst.rule.name}";r=${remaining};t=${seconds}`);
+    write(target, 'ratelimit-policy', policy);
+    write(target, 'ratelimit', `"${worst.rule.name}";r=${remaining};t=${seconds}`);
   }
   if (mode !== 'ietf') {
-    write(target, 'X-RateLimit-Limit', String(worst.limit));
-    write(target, 'X-RateLimit-Remaining', String(remaining));
-    write(target, 'X-RateLimit-Reset', String(seconds));
+    write(target, 'x-ratelimit-limit', String(worst.limit));
+    write(target, 'x-ratelimit-remaining', String(remaining));
+    write(target, 'x-ratelimit-reset', String(seconds));
   }
 }
 
@@ -98,10 +102,10 @@ export function concurrencyDeniedHeaders(mode: RateLimitHeaderMode, name: string
   const seconds = String(headerSeconds(retryAfterMs));
   if (mode === false) return headers;
   if (mode !== 'legacy') {
-    headers.push(['RateLimit-Policy', `"${name}";q=${limit};qu="concurrent-requests"`], ['RateLimit', `"${name}";r=0;t=${seconds}`]);
+    headers.push(['ratelimit-policy', `"${name}";q=${limit};qu="concurrent-requests"`], ['ratelimit', `"${name}";r=0;t=${seconds}`]);
   }
   if (mode !== 'ietf') {
-    headers.push(['X-RateLimit-Limit', String(limit)], ['X-RateLimit-Remaining', '0'], ['X-RateLimit-Reset', seconds]);
+    headers.push(['x-ratelimit-limit', String(limit)], ['x-ratelimit-remaining', '0'], ['x-ratelimit-reset', seconds]);
   }
   return headers;
 }

@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import type { RateLimitMode, StorageErrorPolicy } from '../rate-limit.options.js';
 import type { MaybePromise } from '../utils/maybe-async.js';
+import type { RateLimitCheck } from '../storage/rate-limit-storage.interface.js';
 import type { RateLimitCount } from './rate-limit-rule.js';
 import type { RuleSet } from './rule-set.js';
 
@@ -19,4 +20,12 @@ export interface RoutePlan {
   readonly count: RateLimitCount;
   /** Who the request counts against: the key resolver's answer, or `ip:<address>`. */
   readonly identify: (context: ExecutionContext) => MaybePromise<string>;
+  /**
+   * The common case in one step, when the rules are fixed and the key resolver is built in (or
+   * the client IP): the request's checks, found by the resolver's value (RuleSet.checksOf).
+   */
+  readonly quick?: {
+    readonly rules: RuleSet;
+    readonly checks: (context: ExecutionContext) => readonly RateLimitCheck[];
+  };
 }

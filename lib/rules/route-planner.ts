@@ -19,6 +19,7 @@ import { concurrencyRule, CONCURRENCY_RETRY_AFTER_MS } from '../concurrency/conc
 import { concurrencyDeniedHeaders, policyName } from '../headers/rate-limit-headers.js';
 import { storageKeyBase } from '../keys/storage-key.js';
 import { IpKeyResolver } from '../keys/ip.key-resolver.js';
+import { PrefixedKeyResolver } from '../keys/prefixed-key-resolver.js';
 import type { RateLimitKey, RateLimitKeyFunction, RateLimitKeyResolver } from '../keys/rate-limit-key-resolver.interface.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
@@ -27,6 +28,7 @@ import { ChecksCache } from './checks-cache.js';
 import { parseRate, type ParsedRate } from './parse-rate.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
 import type { RoutePlan } from './route-plan.js';
+import { RouteTable } from './route-table.js';
 import { RuleSet } from './rule-set.js';
 
 const EXEMPT: RoutePlan = {
@@ -52,7 +54,7 @@ const MAX_CACHED_RATE_TEXT = 256;
  */
 @Injectable()
 export class RoutePlanner implements OnModuleInit {
-  private readonly plans = new WeakMap<object, Map<object, MaybePromise<RoutePlan>>>();
+  private readonly plans = new RouteTable<RoutePlan>();
   private readonly ipResolver = new IpKeyResolver();
   /** Every rule set's client checks, under one app-wide bound. */
   private readonly checksCache = new ChecksCache();
@@ -101,10 +103,11 @@ export class RoutePlanner implements OnModuleInit {
   }
 
   private plan(controller: Type, handler: Function): MaybePromise<RoutePlan> {
-    return perRoute(this.plans, controller, handler, () => this.build(controller, handler));
+    return this.plans.get(controller, handler, this.build);
   }
 
-  private build(controller: Type, handler: Function): MaybePromise<RoutePlan> {
+  // an arrow: RouteTable calls it unbound, and a bound method allocates nothing per request
+  private readonly build = (controller: Type, handler: Function): MaybePromise<RoutePlan> => {
     const targets = [handler, controller];
     const skipped = this.reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true;
     const metadata = this.reflector.getAllAndOverride<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, targets);
@@ -119,22 +122,43 @@ export class RoutePlanner implements OnModuleInit {
     const defaultRules = defaultLimit
       ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })
       : [];
-    const ruleSet = metadata
+    const rules = metadata
       ? this.routeRuleSet(metadata, routeName, defaultRules)
-      : constant(new RuleSet(defaultRules, this.config.keyPrefix, this.checksCache));
+      : new RuleSet(defaultRules, this.config.keyPrefix, this.checksCache);
     const key = metadata?.options.key ?? this.config.key;
-    return then(this.keyFunction(key, `route ${routeName}`), (resolve) => ({
-      exempt: false,
-      ruleSet,
-      cost: costOf(metadata?.options.cost),
-      count: metadata?.options.count ?? 'all',
-      mode: metadata?.options.mode ?? this.config.mode,
-      onStorageError: metadata?.options.onStorageError ?? this.config.onStorageError,
-      identify: (context: ExecutionContext) => {
-        const identity = resolve(context);
-        return isPromiseLike(identity) ? identity.then((id) => this.orIp(id, context)) : this.orIp(identity, context);
+    return then(this.keyResolver(key, `route ${routeName}`), (resolver) => {
+      const resolve = asFunction(resolver);
+      return {
+        exempt: false,
+        ruleSet: rules instanceof RuleSet ? constant(rules) : rules,
+        cost: costOf(metadata?.options.cost),
+        count: metadata?.options.count ?? 'all',
+        mode: metadata?.options.mode ?? this.config.mode,
+        onStorageError: metadata?.options.onStorageError ?? this.config.onStorageError,
+        identify: (context: ExecutionContext) => {
+          const identity = resolve(context);
+          return isPromiseLike(identity) ? identity.then((id) => this.orIp(id, context)) : this.orIp(identity, context);
+        },
+        quick: rules instanceof RuleSet ? this.quickLookup(resolver, rules) : undefined,
+      };
+    });
+  };
+
+  /**
+   * For fixed rules and a built-in resolver (or none: the client IP), the checks found by the
+   * resolver's value, with the same fallback to the client IP as `orIp`.
+   */
+  private quickLookup(resolver: RateLimitKeyResolver | RateLimitKeyFunction | undefined, rules: RuleSet): RoutePlan['quick'] {
+    const ip = this.ipResolver;
+    if (resolver === undefined) return { rules, checks: (context) => rules.checksOf(ip.prefix, ip.value(context)) };
+    if (typeof resolver === 'function' || !PrefixedKeyResolver.byValue(resolver)) return undefined;
+    return {
+      rules,
+      checks: (context) => {
+        const value = resolver.value(context);
+        return value ? rules.checksOf(resolver.prefix, value) : rules.checksOf(ip.prefix, ip.value(context));
       },
-    }));
+    };
   }
 
   /** The limit of the decorated routes using `bucket`, or 'ambiguous' if they differ (for RateLimitService). */
@@ -152,8 +176,8 @@ export class RoutePlanner implements OnModuleInit {
 
   /** An empty answer falls back to the client IP, as `ip:<address>`; a wrong type is an error. */
   private orIp(identity: unknown, context: ExecutionContext): string {
-    if (typeof identity === 'string') return identity === '' ? this.ipResolver.resolve(context) : identity;
-    if (identity === undefined || identity === null) return this.ipResolver.resolve(context);
+    if (typeof identity === 'string') return identity === '' ? `ip:${this.ipResolver.value(context)}` : identity;
+    if (identity === undefined || identity === null) return `ip:${this.ipResolver.value(context)}`;
     if (typeof identity === 'number' && Number.isFinite(identity)) return String(identity);
     // Anything else would become one string shared by every client, such as "[object Object]".
     throw new TypeError(
@@ -165,13 +189,13 @@ export class RoutePlanner implements OnModuleInit {
     metadata: RateLimitMetadata,
     routeName: string,
     defaultRules: readonly RateLimitRule[],
-  ): RoutePlan['ruleSet'] {
+  ): RuleSet | RoutePlan['ruleSet'] {
     const { bucket = routeName, algorithm = this.config.algorithm, burst, count } = metadata.options;
     const { blockMs } = metadata;
     const compile = (rates: readonly ParsedRate[], cache?: ChecksCache) =>
       new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst, blockMs, count }), ...defaultRules], this.config.keyPrefix, cache);
     const { rate } = metadata;
-    if (typeof rate !== 'function') return constant(compile(rate, this.checksCache));
+    if (typeof rate !== 'function') return compile(rate, this.checksCache);
 
     // Rate functions return a handful of distinct strings (one per plan tier): parse each once.
     const cache = new Map<string, RuleSet>();
@@ -191,10 +215,12 @@ export class RoutePlanner implements OnModuleInit {
 
   /** A key option as a plain function; resolver classes come from DI (or are created once). */
   private keyFunction(key: RateLimitKey | undefined, where: string): MaybePromise<RateLimitKeyFunction> {
-    if (key === undefined) return () => undefined;
-    if (isResolverClass(key)) return then(this.resolver(key, where), (instance) => (context) => instance.resolve(context));
-    if (typeof key === 'function') return key as RateLimitKeyFunction;
-    return (context) => key.resolve(context);
+    return then(this.keyResolver(key, where), asFunction);
+  }
+
+  /** A key option as a resolver instance or a function; resolver classes come from DI (or are created once). */
+  private keyResolver(key: RateLimitKey | undefined, where: string): MaybePromise<RateLimitKeyResolver | RateLimitKeyFunction | undefined> {
+    return isResolverClass(key) ? this.resolver(key, where) : key;
   }
 
   /**
@@ -226,7 +252,7 @@ export class RoutePlanner implements OnModuleInit {
   }
 
   /** Concurrency plans by controller and handler; undefined for a route without `@ConcurrencyLimit`. */
-  private readonly concurrencyPlans = new WeakMap<object, Map<object, MaybePromise<ConcurrencyPlan | undefined>>>();
+  private readonly concurrencyPlans = new RouteTable<ConcurrencyPlan | undefined>();
 
   /** The `@ConcurrencyLimit` of the context's route, handler over controller; undefined if none applies. */
   concurrencyFor(context: ExecutionContext): MaybePromise<ConcurrencyPlan | undefined> {
@@ -234,11 +260,11 @@ export class RoutePlanner implements OnModuleInit {
   }
 
   private concurrencyPlan(controller: Type, handler: Function): MaybePromise<ConcurrencyPlan | undefined> {
-    return perRoute(this.concurrencyPlans, controller, handler, () => this.buildConcurrency(controller, handler));
+    return this.concurrencyPlans.get(controller, handler, this.buildConcurrency);
   }
 
   /** Key resolution as for `@RateLimit`: the route's `key`, the module's, then the client IP. */
-  private buildConcurrency(controller: Type, handler: Function): MaybePromise<ConcurrencyPlan | undefined> {
+  private readonly buildConcurrency = (controller: Type, handler: Function): MaybePromise<ConcurrencyPlan | undefined> => {
     const targets = [handler, controller];
     if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true) return undefined;
     const metadata = this.reflector.getAllAndOverride<ConcurrencyLimitMetadata | undefined>(CONCURRENCY_LIMIT_METADATA, targets);
@@ -263,7 +289,7 @@ export class RoutePlanner implements OnModuleInit {
       },
       keyFor: (identity: string) => storageKeyBase(keyPrefix, identity) + rule.keySuffix,
     }));
-  }
+  };
 
   /** Plans every route under `@ConcurrencyLimit` at start-up, so a resolver that cannot be built stops it. */
   private async planConcurrencyLimits(discovery: DiscoveryService, scanner: MetadataScanner): Promise<void> {
@@ -281,24 +307,6 @@ export class RoutePlanner implements OnModuleInit {
   }
 }
 
-/**
- * What `build` makes for a route, made once and kept: a promise is replaced by its value once
- * ready, and forgotten if it fails, so the next request tries again.
- */
-function perRoute<T>(table: WeakMap<object, Map<object, MaybePromise<T>>>, controller: Type, handler: Function, build: () => MaybePromise<T>): MaybePromise<T> {
-  let byHandler = table.get(controller);
-  if (byHandler === undefined) table.set(controller, (byHandler = new Map()));
-  const known = byHandler.get(handler);
-  if (known !== undefined || byHandler.has(handler)) return known as MaybePromise<T>;
-  const plan = build();
-  byHandler.set(handler, plan);
-  if (isPromiseLike(plan)) {
-    const routes = byHandler;
-    plan.then((ready) => routes.set(handler, ready), () => routes.delete(handler));
-  }
-  return plan;
-}
-
 /** A bucket's limit as its routes declare it. */
 export interface BucketDefinition {
   readonly rate: RateLimitMetadata['rate'];
@@ -312,7 +320,13 @@ function sameDefinition(a: BucketDefinition, b: BucketDefinition): boolean {
   return rateText(a.rate) === rateText(b.rate) && a.algorithm === b.algorithm && a.burst === b.burst && a.blockMs === b.blockMs;
 }
 
-function isResolverClass(key: RateLimitKey): key is Type<RateLimitKeyResolver> {
+function asFunction(resolver: RateLimitKeyResolver | RateLimitKeyFunction | undefined): RateLimitKeyFunction {
+  if (resolver === undefined) return () => undefined;
+  if (typeof resolver === 'function') return resolver;
+  return (context) => resolver.resolve(context);
+}
+
+function isResolverClass(key: RateLimitKey | undefined): key is Type<RateLimitKeyResolver> {
   return typeof key === 'function' && typeof (key.prototype as Partial<RateLimitKeyResolver> | undefined)?.resolve === 'function';
 }
 

@@ -21,6 +21,8 @@ export class RuleSet {
   readonly policy: string;
   readonly rules: readonly RateLimitRule[];
   private readonly checks: ChecksByIdentity = new Map();
+  /** The clients of each prefixed resolver (`checksOf`), by value; as many maps as resolvers. */
+  private readonly byPrefix = new Map<string, ChecksByIdentity>();
 
   constructor(
     rules: readonly RateLimitRule[],
@@ -35,12 +37,27 @@ export class RuleSet {
   /** The checks for a client identity: `<prefix>:{<identity>}:<rule key suffix>` per rule. */
   checksFor(identity: string): readonly RateLimitCheck[] {
     if (this.cache === undefined || identity.length > MAX_CACHED_IDENTITY) return this.build(identity);
-    let checks = this.checks.get(identity);
-    if (checks !== undefined) return checks;
-    // A copy, so the key kept is the identity alone and not a larger string it was sliced from.
-    const kept = flatCopy(identity);
-    checks = this.build(kept);
-    this.cache.add(this.checks, kept, checks);
+    return this.checks.get(identity) ?? this.remember(this.checks, identity);
+  }
+
+  /**
+   * The checks for identity `<prefix>:<value>`, found by the value alone. A fresh concatenation
+   * would be flattened and hashed on every request; the value, as a header parser made it, is
+   * only hashed.
+   */
+  checksOf(prefix: string, value: string): readonly RateLimitCheck[] {
+    if (this.cache === undefined || prefix.length + 1 + value.length > MAX_CACHED_IDENTITY) return this.build(`${prefix}:${value}`);
+    let clients = this.byPrefix.get(prefix);
+    if (clients === undefined) this.byPrefix.set(prefix, (clients = new Map()));
+    return clients.get(value) ?? this.remember(clients, value, prefix);
+  }
+
+  /** Builds and caches the checks of a client first seen; `prefix`: `lookup` is a prefixed resolver's value. */
+  private remember(clients: ChecksByIdentity, lookup: string, prefix?: string): readonly RateLimitCheck[] {
+    // A copy, so what is kept is the identity alone and not a larger string it was sliced from.
+    const kept = flatCopy(lookup);
+    const checks = this.build(prefix === undefined ? kept : `${prefix}:${kept}`);
+    this.cache!.add(clients, kept, checks);
     return checks;
   }
 

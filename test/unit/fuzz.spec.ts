@@ -220,8 +220,8 @@ describe('rate-limit header writer fuzz', () => {
             expect(value).toMatch(VISIBLE);
             expect(() => validateHeaderName(header)).not.toThrow();
             expect(() => validateHeaderValue(header, value)).not.toThrow();
-            if (header === 'RateLimit-Policy') expect(value).toBe(policy);
-            else if (header === 'RateLimit') expect(value).toMatch(new RegExp(`^${NAME};r=${INTEGER};t=${INTEGER}$`));
+            if (header === 'ratelimit-policy') expect(value).toBe(policy);
+            else if (header === 'ratelimit') expect(value).toMatch(new RegExp(`^${NAME};r=${INTEGER};t=${INTEGER}$`));
             else expect(value).toMatch(new RegExp(`^${INTEGER}$`));
           }
         }

@@ -29,13 +29,13 @@ describe('rate-limit headers', () => {
     const result = { allowed: true, now: 0, decisions: [decision(second, true, 9, 0, 400)] };
     const policy = policyHeader([second]);
     expect(rateLimitHeaders('ietf', result, policy)).toEqual([
-      ['RateLimit-Policy', '"api-1s";q=10;w=1'],
-      ['RateLimit', '"api-1s";r=9;t=1'],
+      ['ratelimit-policy', '"api-1s";q=10;w=1'],
+      ['ratelimit', '"api-1s";r=9;t=1'],
     ]);
     expect(rateLimitHeaders('legacy', result, policy)).toEqual([
-      ['X-RateLimit-Limit', '10'],
-      ['X-RateLimit-Remaining', '9'],
-      ['X-RateLimit-Reset', '1'],
+      ['x-ratelimit-limit', '10'],
+      ['x-ratelimit-remaining', '9'],
+      ['x-ratelimit-reset', '1'],
     ]);
     expect(rateLimitHeaders('both', result, policy)).toHaveLength(5);
     expect(rateLimitHeaders(false, result, policy)).toEqual([]);

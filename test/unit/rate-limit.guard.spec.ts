@@ -111,8 +111,8 @@ describe('RateLimitGuard', () => {
     expect(storage.calls[0].cost).toBe(1);
     expect(storage.calls[0].checks.map((c) => c.key)).toEqual(['rl:{ip:203.0.113.9}:LimitedController.inherits:fw60000']);
     expect(response.headers).toEqual({
-      'RateLimit-Policy': '"LimitedController.inherits";q=10;w=60',
-      RateLimit: '"LimitedController.inherits";r=9;t=60',
+      'ratelimit-policy': '"LimitedController.inherits";q=10;w=60',
+      ratelimit: '"LimitedController.inherits";r=9;t=60',
     });
   });
 
@@ -165,10 +165,10 @@ describe('RateLimitGuard', () => {
     expect(exception.retryAfter).toBe(1_800);
     expect(exception.getResponse()).toEqual({ statusCode: 429, error: 'Too Many Requests', message: 'Slow down', retryAfter: 1_800 });
     expect(Object.fromEntries(exception.headers)).toMatchObject({
-      RateLimit: '"default";r=0;t=1800',
-      'X-RateLimit-Limit': '100',
-      'X-RateLimit-Remaining': '0',
-      'X-RateLimit-Reset': '1800',
+      ratelimit: '"default";r=0;t=1800',
+      'x-ratelimit-limit': '100',
+      'x-ratelimit-remaining': '0',
+      'x-ratelimit-reset': '1800',
     });
     expect(response).toBeUndefined();
   });
