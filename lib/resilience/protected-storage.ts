@@ -6,6 +6,16 @@ import type { CircuitBreaker } from './circuit-breaker.js';
 import { StorageUnavailableError } from './storage-unavailable.error.js';
 import { CheckFailedError } from '../storage/check-failed.error.js';
 
+/** A call waiting for the storage's answer. */
+interface WaitingCall {
+  readonly sentAt: number;
+  /** Start of its current waiting period: a sign of life from the storage starts another. */
+  since: number;
+  settled: boolean;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
 /**
  * Bounds every storage call: a deadline on asynchronous answers and a circuit breaker in front.
  * Whatever goes wrong surfaces as one {@link StorageUnavailableError}, for the failure policy.
@@ -20,6 +30,13 @@ import { CheckFailedError } from '../storage/check-failed.error.js';
 export class ProtectedStorage {
   /** When the storage last answered (performance.now()): proof of life for calls still waiting. */
   private lastAnswerAt = -Infinity;
+  /**
+   * Calls waiting for an answer, oldest first, from index `first`: one timer watches them all
+   * (a timer per call cost more than the rest of a Redis check on this side).
+   */
+  private readonly waiting: WaitingCall[] = [];
+  private first = 0;
+  private watchdog?: ReturnType<typeof setTimeout>;
   private readonly maxWaitMs: number;
 
   constructor(
@@ -52,55 +69,94 @@ export class ProtectedStorage {
 
   private withDeadline<T>(answer: Promise<T>): Promise<T> {
     const sentAt = performance.now();
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      let timer: ReturnType<typeof setTimeout>;
-      let since = sentAt;
-      const expire = () => {
-        if (settled) return;
-        const now = performance.now();
-        // Keep waiting, up to a hard cap, while the delay is ours rather than the storage's: it
-        // answered other calls during the last period, or this process got the CPU so late that
-        // it could not have read an answer anyway.
-        const alive = this.lastAnswerAt > since;
-        const starved = now - since > this.timeoutMs * 1.5;
-        if ((alive || starved) && now - sentAt < this.maxWaitMs) {
-          since = now;
-          timer = setTimeout(onTimer, this.timeoutMs);
-          return;
-        }
-        settled = true;
-        this.breaker.failure();
-        reject(new StorageUnavailableError('timeout'));
-      };
-      // A busy loop runs due timers before it reads sockets; I/O is polled before setImmediate,
-      // so a reply that already arrived is seen before the call is declared late.
-      const onTimer = () => setImmediate(expire);
-      // Node keeps one list per timeout length, so this is an O(1) insert, not a timer per key.
-      timer = setTimeout(onTimer, this.timeoutMs);
-      answer.then(
-        (result) => {
-          clearTimeout(timer);
-          this.lastAnswerAt = performance.now();
-          if (settled) return;
-          settled = true;
-          this.breaker.success();
-          resolve(result);
-        },
-        (error: unknown) => {
-          clearTimeout(timer);
-          // a check that failed on its own came with an answer: the storage is up
-          const answered = error instanceof CheckFailedError;
-          if (answered) this.lastAnswerAt = performance.now();
-          if (settled) return;
-          settled = true;
-          if (answered) this.breaker.success();
-          else this.breaker.failure();
-          reject(new StorageUnavailableError('error', error));
-        },
-      );
+    let call!: WaitingCall;
+    const promise = new Promise<T>((resolve, reject) => {
+      call = { sentAt, since: sentAt, settled: false, resolve: resolve as (value: unknown) => void, reject };
     });
+    this.waiting.push(call);
+    if (this.watchdog === undefined) this.watch(this.timeoutMs);
+    answer.then(
+      (result) => {
+        this.lastAnswerAt = performance.now();
+        if (!this.settle(call)) return;
+        this.breaker.success();
+        call.resolve(result);
+      },
+      (error: unknown) => {
+        // a check that failed on its own came with an answer: the storage is up
+        const answered = error instanceof CheckFailedError;
+        if (answered) this.lastAnswerAt = performance.now();
+        if (!this.settle(call)) return;
+        if (answered) this.breaker.success();
+        else this.breaker.failure();
+        call.reject(new StorageUnavailableError('error', error));
+      },
+    );
+    return promise;
   }
+
+  /** Marks a call settled; false if it already was (timed out). */
+  private settle(call: WaitingCall): boolean {
+    if (call.settled) return false;
+    call.settled = true;
+    this.dropSettled();
+    return true;
+  }
+
+  /** Answers mostly come in order: the settled calls at the front leave the queue. */
+  private dropSettled(): void {
+    const { waiting } = this;
+    let first = this.first;
+    while (first < waiting.length && waiting[first].settled) first++;
+    if (first === waiting.length) {
+      waiting.length = 0;
+      first = 0;
+    } else if (first >= 1_024 && first * 2 >= waiting.length) {
+      waiting.splice(0, first);
+      first = 0;
+    }
+    this.first = first;
+  }
+
+  private watch(delayMs: number): void {
+    this.watchdog = setTimeout(this.onWatchdog, delayMs);
+  }
+
+  // A busy loop runs due timers before it reads sockets; I/O is polled before setImmediate, so a
+  // reply that already arrived is seen before a call is declared late.
+  private readonly onWatchdog = () => setImmediate(this.expireLate);
+
+  /**
+   * Fails the calls past their deadline, unless the delay is ours rather than the storage's: it
+   * answered other calls during the call's last period, or this process got the CPU so late that
+   * it could not have read an answer anyway. Then the call waits another period, up to a hard cap.
+   */
+  private readonly expireLate = () => {
+    this.watchdog = undefined;
+    const now = performance.now();
+    const { timeoutMs } = this;
+    let nextDue = Infinity;
+    for (let i = this.first; i < this.waiting.length; i++) {
+      const call = this.waiting[i];
+      if (call.settled) continue;
+      if (now - call.since < timeoutMs) {
+        nextDue = Math.min(nextDue, call.since + timeoutMs);
+        continue;
+      }
+      const alive = this.lastAnswerAt > call.since;
+      const starved = now - call.since > timeoutMs * 1.5;
+      if ((alive || starved) && now - call.sentAt < this.maxWaitMs) {
+        call.since = now;
+        nextDue = Math.min(nextDue, now + timeoutMs);
+        continue;
+      }
+      call.settled = true;
+      this.breaker.failure();
+      call.reject(new StorageUnavailableError('timeout'));
+    }
+    this.dropSettled();
+    if (nextDue !== Infinity) this.watch(Math.max(1, nextDue - now));
+  };
 
   /**
    * A concurrency slot (`@ConcurrencyLimit`), under the same deadline and circuit breaker as

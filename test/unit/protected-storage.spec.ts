@@ -73,4 +73,53 @@ describe('ProtectedStorage and the circuit breaker', () => {
     expect(() => protectedStorage.check(checks, 1)).toThrow(expect.objectContaining({ reason: 'circuit-open' }));
     expect(storage.calls).toBe(3);
   });
+
+  describe('deadline', () => {
+    const never = () => new Promise<RateLimitResult>(() => {});
+    const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+
+    it('fails every call the storage leaves unanswered after the timeout, watched by one timer', async () => {
+      const { storage, breaker, protectedStorage } = setup();
+      storage.next = never;
+      const before = timers();
+      const started = performance.now();
+      const calls = Array.from({ length: 50 }, () => protectedStorage.check(checks, 1) as Promise<RateLimitResult>);
+      expect(timers() - before).toBe(1);
+      const outcomes = await Promise.allSettled(calls);
+      const elapsed = performance.now() - started;
+      expect(outcomes.every((o) => o.status === 'rejected' && (o.reason as StorageUnavailableError).reason === 'timeout')).toBe(true);
+      expect(elapsed).toBeGreaterThanOrEqual(49);
+      expect(elapsed).toBeLessThan(500);
+      expect(breaker.isOpen).toBe(true);
+    });
+
+    it('keeps waiting while the storage answers other calls, and fails the call once it stops', async () => {
+      const { storage, protectedStorage } = setup();
+      storage.next = never;
+      const started = performance.now();
+      const hung = (protectedStorage.check(checks, 1) as Promise<RateLimitResult>).then(
+        () => 'answered',
+        (error: StorageUnavailableError) => ({ reason: error.reason, after: performance.now() - started }),
+      );
+      // other calls are answered every 10 ms for 300 ms: the storage is alive, the delay is not its fault
+      storage.next = () => Promise.resolve(denial);
+      while (performance.now() - started < 300) {
+        await protectedStorage.check(checks, 1);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const outcome = (await hung) as { reason: string; after: number };
+      expect(outcome.reason).toBe('timeout');
+      expect(outcome.after).toBeGreaterThanOrEqual(300);
+      expect(outcome.after).toBeLessThan(300 + 3 * 50 + 100);
+    });
+
+    it('resolves an answer that comes before the deadline, and leaves no timer behind once idle', async () => {
+      const { storage, protectedStorage } = setup();
+      storage.next = () => new Promise((resolve) => setTimeout(() => resolve(denial), 20));
+      const before = timers();
+      await expect(protectedStorage.check(checks, 1)).resolves.toBe(denial);
+      await new Promise((resolve) => setTimeout(resolve, 80)); // the watchdog's one wake-up finds nothing to watch
+      expect(timers()).toBe(before);
+    });
+  });
 });
