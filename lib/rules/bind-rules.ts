@@ -29,16 +29,31 @@ export function bindRules(rates: readonly ParsedRate[], options: BindOptions): R
       algorithm: options.algorithm,
       burst,
       capacity: algorithm.usesBurst ? burst : rate.limit,
-      keySuffix: `${options.bucket}:${algorithm.code}${rate.windowMs}`,
+      keySuffix: ruleKeySuffix(options.bucket, algorithm.code, rate.windowMs),
       blockMs: options.blockMs ?? 0,
       count: options.count ?? 'all',
     };
   });
 }
 
-function windowLabel(windowMs: number): string {
-  for (const [unit, ms] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000]] as const) {
+/**
+ * A rule's place in storage after the client's hash tag: `<bucket>:<algorithm code><window>`,
+ * e.g. `NrjO:fw1m`. Routes and service calls build it alike, so they share a budget.
+ */
+function ruleKeySuffix(bucket: string, algorithmCode: string, windowMs: number): string {
+  return `${bucket}:${algorithmCode}${windowLabel(windowMs)}`;
+}
+
+const UNITS = [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1_000]] as const;
+
+/**
+ * A window as written in keys and policy names: in its largest whole unit (`1d`, `2h`, `1m`,
+ * `90s`), or in milliseconds (`1500ms`). One window, one label, and no two windows share one:
+ * the label reads back as the number of milliseconds it came from.
+ */
+export function windowLabel(windowMs: number): string {
+  for (const [unit, ms] of UNITS) {
     if (windowMs % ms === 0) return `${windowMs / ms}${unit}`;
   }
-  return `${windowMs / 1000}s`;
+  return `${windowMs}ms`;
 }

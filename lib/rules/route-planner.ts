@@ -27,6 +27,7 @@ import { bindRules } from './bind-rules.js';
 import { ChecksCache } from './checks-cache.js';
 import { parseRate, type ParsedRate } from './parse-rate.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
+import { RouteKeys, scanRouteBuckets } from './route-id.js';
 import type { RoutePlan } from './route-plan.js';
 import { RouteTable } from './route-table.js';
 import { RuleSet } from './rule-set.js';
@@ -62,6 +63,8 @@ export class RoutePlanner implements OnModuleInit {
   private readonly buckets = new Map<string, BucketDefinition | 'ambiguous'>();
   /** Resolver classes, built once each and shared by every route that names them. */
   private readonly resolvers = new Map<Type<RateLimitKeyResolver>, MaybePromise<RateLimitKeyResolver>>();
+  /** The short id each route's keys carry in place of its name. */
+  private readonly routeKeys = new RouteKeys();
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
@@ -77,6 +80,8 @@ export class RoutePlanner implements OnModuleInit {
     const { key } = this.config;
     if (key !== undefined) await this.keyFunction(key, 'the module option `key`');
     if (this.discovery === undefined || this.scanner === undefined) return;
+    const { uses, buckets } = scanRouteBuckets(this.discovery, this.scanner, this.reflector, this.config.algorithm);
+    this.routeKeys.assign(uses, buckets, this.config.keyPrefix);
     const planning: MaybePromise<RoutePlan>[] = [];
     const visit = (type: Type, everyMethod: boolean) => {
       const classLimited = this.reflector.get(RATE_LIMIT_METADATA, type) !== undefined;
@@ -161,6 +166,11 @@ export class RoutePlanner implements OnModuleInit {
     };
   }
 
+  /** What stands for `bucket` in storage keys: the route's id for `Controller.method`, else the bucket itself. */
+  bucketKey(bucket: string): string {
+    return this.routeKeys.keyOf(bucket);
+  }
+
   /** The limit of the decorated routes using `bucket`, or 'ambiguous' if they differ (for RateLimitService). */
   bucket(name: string): BucketDefinition | 'ambiguous' | undefined {
     return this.buckets.get(name);
@@ -192,8 +202,9 @@ export class RoutePlanner implements OnModuleInit {
   ): RuleSet | RoutePlan['ruleSet'] {
     const { bucket = routeName, algorithm = this.config.algorithm, burst, count } = metadata.options;
     const { blockMs } = metadata;
+    const key = this.routeKeys.bucketKey(metadata.options.bucket, routeName);
     const compile = (rates: readonly ParsedRate[], cache?: ChecksCache) =>
-      new RuleSet([...bindRules(rates, { name: bucket, bucket, algorithm, burst, blockMs, count }), ...defaultRules], this.config.keyPrefix, cache);
+      new RuleSet([...bindRules(rates, { name: bucket, bucket: key, algorithm, burst, blockMs, count }), ...defaultRules], this.config.keyPrefix, cache);
     const { rate } = metadata;
     if (typeof rate !== 'function') return compile(rate, this.checksCache);
 
@@ -273,7 +284,7 @@ export class RoutePlanner implements OnModuleInit {
     const { limit, leaseMs, options } = metadata;
     const bucket = options.bucket ?? route;
     const name = policyName(bucket);
-    const rule = concurrencyRule(name, bucket, limit);
+    const rule = concurrencyRule(name, this.routeKeys.bucketKey(options.bucket, route), limit);
     const rateLimit = this.reflector.getAllAndOverride<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, targets);
     const { keyPrefix, headers } = this.config;
     return then(this.keyFunction(options.key ?? this.config.key, `route ${route}`), (resolve) => ({

@@ -125,7 +125,7 @@ export class RateLimitService {
     const name = bucket ?? rates.map((r) => r.text).join(';');
     const rules = bindRules(rates, {
       name,
-      bucket: name,
+      bucket: this.planner.bucketKey(name),
       algorithm: algorithm ?? known?.algorithm ?? this.config.algorithm,
       burst: burst ?? known?.burst,
       blockMs: known?.blockMs ?? 0,

@@ -14,6 +14,7 @@ import {
 } from '../../lib/index.js';
 import type { ConcurrencyDecision } from '../../lib/concurrency/concurrency-decision.js';
 import { RateLimitInterceptor } from '../../lib/interceptors/rate-limit.interceptor.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { isPromiseLike, type MaybePromise } from '../../lib/utils/maybe-async.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { InFlight, sendGet, type HttpAnswer } from '../support/in-flight.js';
@@ -304,7 +305,8 @@ describe.each(HTTP_PLATFORMS)('@ConcurrencyLimit on %s', (platform) => {
       if (target.name === 'redis') {
         // the documented layout, <prefix>:{<identity>}:<bucket>:cc, one lease per request in flight
         const client = redis.client();
-        const keys = ['rl:{ann}:ReportsController.keyed:cc', 'rl:{bob}:ReportsController.keyed:cc', 'rl:{ip:127.0.0.1}:exports:cc'];
+        const id = routeId('ReportsController.keyed');
+        const keys = [`rl:{ann}:${id}:cc`, `rl:{bob}:${id}:cc`, 'rl:{ip:127.0.0.1}:exports:cc'];
         expect((await client.keys('*:cc')).sort()).toEqual(keys.sort());
         expect(await Promise.all(keys.map((key) => client.zcard(key)))).toEqual([1, 1, 1]);
       }
@@ -372,7 +374,7 @@ describe.each(HTTP_PLATFORMS)('@ConcurrencyLimit on %s', (platform) => {
         await Promise.all([taken.answer, flight.closed('doomed')]);
         await doomed.app.close();
         expect(doomed.storage.released).toBe(1); // it tried
-        expect(warnings.some((w) => w.startsWith('Could not release a concurrency slot under key "rl:{ip:127.0.0.1}:ReportsController.lease:cc"'))).toBe(true);
+        expect(warnings.some((w) => w.startsWith(`Could not release a concurrency slot under key "rl:{ip:127.0.0.1}:${routeId('ReportsController.lease')}:cc"`))).toBe(true);
 
         expectDenied(await sendGet(survivor.port, '/lease/early').answer, 'ReportsController.lease', 1);
         clock.advance(4_999);

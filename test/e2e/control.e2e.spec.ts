@@ -12,6 +12,7 @@ import {
 } from '@nestjs/common';
 import request from 'supertest';
 import { RateLimit, RateLimitService, RedisStorage, StorageUnavailableError, type RateLimitStorage } from '../../lib/index.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startPrivateRedis, startRedis, type TestRedis } from '../support/redis-server.js';
@@ -212,7 +213,7 @@ describe('limits from code, count and blockFor', () => {
         answerKey!();
         answerKey = undefined;
         // the guard has charged once the key exists (a refund keeps it, at 0)
-        await eventually(async () => expect(await target.expiresAt(storage, 'rl:{client:gil}:ControlController.slowKeyRoute:fw60000')).toBeDefined());
+        await eventually(async () => expect(await target.expiresAt(storage, `rl:{client:gil}:${routeId('ControlController.slowKeyRoute')}:fw1m`)).toBeDefined());
         await eventually(async () => expect((await service.peek('client:gil', 'ControlController.slowKeyRoute')).remaining).toBe(1));
       });
 

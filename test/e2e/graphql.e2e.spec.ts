@@ -31,6 +31,7 @@ import {
   type RateLimitStorage,
 } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
@@ -301,8 +302,8 @@ describe.each(storageKinds(() => redis))('GraphQL on $name storage', (target: St
     expect((await from('203.0.113.2').expect(200)).headers['ratelimit']).toBe('"QuoteResolver.quote";r=2;t=40');
     expect((await from('203.0.113.1, 198.51.100.7').expect(200)).body.data).toEqual({ q: null });
     // the counts are stored under the IP
-    expect(await target.expiresAt(storage, 'rl:{ip:203.0.113.1}:QuoteResolver.quote:fw60000')).toBe(START + 40_000);
-    expect(await target.expiresAt(storage, 'rl:{ip:203.0.113.2}:QuoteResolver.quote:fw60000')).toBe(START + 40_000);
+    expect(await target.expiresAt(storage, `rl:{ip:203.0.113.1}:${routeId('QuoteResolver.quote')}:fw1m`)).toBe(START + 40_000);
+    expect(await target.expiresAt(storage, `rl:{ip:203.0.113.2}:${routeId('QuoteResolver.quote')}:fw1m`)).toBe(START + 40_000);
   });
 
   it('without trust proxy, X-Forwarded-For is ignored: one budget for the socket address', async () => {
@@ -310,7 +311,7 @@ describe.each(storageKinds(() => redis))('GraphQL on $name storage', (target: St
     const from = (ip: string) => operation(app, '{ q: quote(symbol: "A") { symbol } }', { 'X-Forwarded-For': ip });
     for (let i = 0; i < 3; i++) await from(`203.0.113.${10 + i}`).expect(200);
     expect((await from('203.0.113.99').expect(200)).body.data).toEqual({ q: null });
-    expect(await target.expiresAt(storage, 'rl:{ip:127.0.0.1}:QuoteResolver.quote:fw60000')).toBe(START + 40_000);
+    expect(await target.expiresAt(storage, `rl:{ip:127.0.0.1}:${routeId('QuoteResolver.quote')}:fw1m`)).toBe(START + 40_000);
   });
 
   it('keys by a header (HeaderKeyResolver) or by an injected resolver class reading the GraphQL context', async () => {

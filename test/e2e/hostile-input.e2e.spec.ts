@@ -17,6 +17,7 @@ import {
   type RateLimitStorage,
 } from '../../lib/index.js';
 import { identityKeyPart } from '../../lib/keys/storage-key.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { brief, checker, keyOf, rulesOf } from '../conformance/limiter.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
@@ -38,10 +39,12 @@ class HostileController {
   }
 }
 
-const IP_KEY = (ip: string) => `rl:{ip:${ip}}:HostileController.ip:fw60000`;
-const API_KEY = (value: string) => `rl:{${identityKeyPart(`x-api-key:${value}`)}}:HostileController.apiKey:fw60000`;
+const IP_ROUTE = routeId('HostileController.ip');
+const API_KEY_ROUTE = routeId('HostileController.apiKey');
+const IP_KEY = (ip: string) => `rl:{ip:${ip}}:${IP_ROUTE}:fw1m`;
+const API_KEY = (value: string) => `rl:{${identityKeyPart(`x-api-key:${value}`)}}:${API_KEY_ROUTE}:fw1m`;
 /** A storage key as it may look: short, printable, exactly one `{...}` hash tag. */
-const SANE_KEY = /^rl:\{[A-Za-z0-9._:@/+=#-]+\}:HostileController\.(ip|apiKey):fw60000$/;
+const SANE_KEY = new RegExp(`^rl:\\{[A-Za-z0-9._:@/+=#-]+\\}:(${IP_ROUTE}|${API_KEY_ROUTE}):fw1m$`);
 
 /**
  * Trusting the proxies in front, each platform its own way. Express counts hops from the socket;
@@ -271,7 +274,7 @@ describe.each(storageKinds(() => redis))('hostile input on $name storage', (kind
         ['a tab inside', Buffer.from('a\tb', 'latin1')],
         ['a space inside', Buffer.from('a b')],
         ['hash-tag injection', Buffer.from('x}:{other')],
-        ['a fake key', Buffer.from('}:HostileController.ip:fw60000\x00rl:{ip:127.0.0.1')],
+        ['a fake key', Buffer.from(`}:${IP_ROUTE}:fw1m\x00rl:{ip:127.0.0.1`)],
       ];
 
       it('gives every distinct hostile value its own short, clean key, and identical values one budget', async () => {
@@ -288,7 +291,7 @@ describe.each(storageKinds(() => redis))('hostile input on $name storage', (kind
           expect(key).toMatch(SANE_KEY);
         }
         expect(new Set(keys).size).toBe(HOSTILE.length);
-        expect(keys).toContain('rl:{x-api-key:plain-key}:HostileController.apiKey:fw60000');
+        expect(keys).toContain(`rl:{x-api-key:plain-key}:${API_KEY_ROUTE}:fw1m`);
         await expectKeys(keys);
         // The IP budget was never touched, whatever the keys pretended to be.
         expect(await countdown('/ip', {})).toBe(4);
@@ -304,7 +307,7 @@ describe.each(storageKinds(() => redis))('hostile input on $name storage', (kind
         expect([again.status, remaining(again.headers)]).toEqual([200, 3]);
         const control = await rawGet(port, '/ip', 'X-Forwarded-For', Buffer.from('\x00\x1b[0m', 'latin1'));
         expect([control.status, remaining(control.headers)]).toEqual([200, 4]);
-        const keys = [junk, '\x00\x1b[0m'].map((ip) => `rl:{${identityKeyPart(`ip:${ip}`)}}:HostileController.ip:fw60000`);
+        const keys = [junk, '\x00\x1b[0m'].map((ip) => `rl:{${identityKeyPart(`ip:${ip}`)}}:${IP_ROUTE}:fw1m`);
         for (const key of keys) expect(key).toMatch(SANE_KEY);
         await expectKeys(keys);
       });

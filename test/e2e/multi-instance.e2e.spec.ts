@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Redis } from 'ioredis';
+import { routeId } from '../../lib/rules/route-id.js';
 import { freePort, startRedis, type TestRedis } from '../support/redis-server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -116,9 +117,12 @@ describe('the sample app as separate processes, on Express and on Fastify, on on
     expect({ ok: count(200), limited: count(429), complaints }).toEqual({ ok: LIMIT, limited: REQUESTS - LIMIT, complaints: [] });
 
     // One counter for the client, in Redis, at exactly the limit.
-    expect(await admin.keys('*')).toEqual(['rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000']);
+    // Every instance derived the same route id from the route's name, and logged it at start-up.
+    const key = `rl:{ip:127.0.0.1}:${routeId('ItemsController.findAll')}:fw1m`;
+    expect(await admin.keys('*')).toEqual([key]);
+    for (const { log } of instances) expect(log).toContain(`ItemsController.findAll → rl:{…}:${routeId('ItemsController.findAll')}:fw1m`);
     // fixed-window state: two little-endian doubles, window end then count
-    const state = await admin.getBuffer('rl:{ip:127.0.0.1}:ItemsController.findAll:fw60000');
+    const state = await admin.getBuffer(key);
     expect(state?.readDoubleLE(8)).toBe(LIMIT);
 
     // And every instance now refuses the client, with the shared countdown.

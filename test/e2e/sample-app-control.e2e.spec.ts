@@ -356,7 +356,7 @@ describe.each(HTTP_PLATFORMS)('sample app, control features, two instances shari
 
     // Both block caches now hold the denial: deleting the key in Redis by hand lifts nothing.
     const keys = await redis.client().keys('rl:*');
-    expect(keys).toEqual([`rl:{ip:${CLIENT}}:login:fw60000`]);
+    expect(keys).toEqual([`rl:{ip:${CLIENT}}:login:fw1m`]);
     await redis.client().del(...keys);
     for (const instance of [a, b]) expectTooManyRequests(await instance.login(GOOD));
 

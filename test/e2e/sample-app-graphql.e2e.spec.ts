@@ -77,7 +77,7 @@ describe.each(HTTP_PLATFORMS)('sample app GraphQL on %s', (platform) => {
 
       if (name === 'redis') {
         // one counter for both routes, under the client IP
-        expect(await redis.client().keys('rl:*')).toEqual([expect.stringMatching(/^rl:\{ip:[^}]+\}:quotes:fw60000$/)]);
+        expect(await redis.client().keys('rl:*')).toEqual([expect.stringMatching(/^rl:\{ip:[^}]+\}:quotes:fw1m$/)]);
       }
     });
 

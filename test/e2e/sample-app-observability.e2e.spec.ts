@@ -5,6 +5,7 @@ import { metrics } from '@opentelemetry/api';
 import request from 'supertest';
 import type { RateLimitStorage } from '../../lib/index.js';
 import { AppModule } from '../../sample-app/app.module.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { setUpTelemetry } from '../../sample-app/telemetry.js';
 import { expectTooManyRequests, remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
@@ -241,8 +242,8 @@ describe.each(HTTP_PLATFORMS)('sample app observability on %s', (platform) => {
           expect(elsewhere.body).toEqual({ query: 'acme', results: [{ symbol: 'ACME', name: 'Acme Corporation' }] });
           // both instances report to this process's one provider
           expect((await scrape(second)).text.split('\n')).toContain(requestsLine(SEARCH, 'shadow_denied', before.requests(SEARCH, 'shadow_denied') + 1));
-          const keys = await redis.client().keys(`rl:*${SEARCH}*`);
-          expect(keys).toEqual([`rl:{ip:${CLIENT}}:${SEARCH}:fw60000`]);
+          const keys = await redis.client().keys(`rl:*:${routeId(SEARCH)}:*`);
+          expect(keys).toEqual([`rl:{ip:${CLIENT}}:${routeId(SEARCH)}:fw1m`]);
         });
       }
     });

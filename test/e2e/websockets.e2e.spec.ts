@@ -16,6 +16,7 @@ import {
   type RateLimitStorage,
 } from '../../lib/index.js';
 import { FakeClock } from '../support/fake-clock.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
@@ -287,7 +288,7 @@ describe.each(WS_PLATFORMS)('WebSockets on %s', (platform) => {
       expect(await first.ask('ping', 6)).toEqual(rateLimited(40));
       expect(calls.ping).toBe(5);
       // the one counter lives under the client's address
-      expect(await target.expiresAt(storage, 'rl:{ip:127.0.0.1}:QuotesGateway.ping:fw60000')).toBe(clock.time + 40_000);
+      expect(await target.expiresAt(storage, `rl:{ip:127.0.0.1}:${routeId('QuotesGateway.ping')}:fw1m`)).toBe(clock.time + 40_000);
     });
 
     it(`gives separate budgets to a key resolver's identities: a ${platform === 'ws' ? 'header of the upgrade request' : 'handshake header'}, and the message's data`, async () => {
@@ -355,8 +356,8 @@ describe.each(WS_PLATFORMS)('WebSockets on %s', (platform) => {
       for (let i = 0; i < 5; i++) expect(await v4.ask('ping', i)).toEqual(answer('pong', i));
       expect(await v4.ask('ping', 5)).toEqual(rateLimited(40));
       expect(await v6.ask('ping', 6)).toEqual(answer('pong', 6)); // another client
-      expect(await target().expiresAt(storage, 'rl:{ip:127.0.0.1}:QuotesGateway.ping:fw60000')).toBe(clock.time + 40_000);
-      expect(await target().expiresAt(storage, 'rl:{ip:0:0:0:0::/64}:QuotesGateway.ping:fw60000')).toBe(clock.time + 40_000);
+      expect(await target().expiresAt(storage, `rl:{ip:127.0.0.1}:${routeId('QuotesGateway.ping')}:fw1m`)).toBe(clock.time + 40_000);
+      expect(await target().expiresAt(storage, `rl:{ip:0:0:0:0::/64}:${routeId('QuotesGateway.ping')}:fw1m`)).toBe(clock.time + 40_000);
     });
 
     it('groups two IPv6 clients of one /64, and IPv4-mapped with IPv4, as on HTTP', () => {

@@ -126,7 +126,7 @@ describe('state a check cannot read', () => {
       app = await createScenarioApp([LoginController], { storage: { type: 'redis', url: redis.url }, storageTimeout: 5_000 });
       await app.listen(0, '127.0.0.1');
       const base = await app.getUrl();
-      const victimKey = 'rl:{x-client:victim}:login:fw60000';
+      const victimKey = 'rl:{x-client:victim}:login:fw1m';
       const get = async (client: string) => {
         const response = await fetch(`${base}/login`, { headers: { 'x-client': client } });
         await response.arrayBuffer();

@@ -14,6 +14,7 @@ import {
   type RateLimitStorage,
 } from '../../lib/index.js';
 import { resolveConfig } from '../../lib/rate-limit.config.js';
+import { routeId } from '../../lib/rules/route-id.js';
 import { RoutePlanner } from '../../lib/rules/route-planner.js';
 
 /** Answers from a script and remembers every call. */
@@ -109,7 +110,7 @@ describe('RateLimitGuard', () => {
     expect(result).toBe(true); // no promise: nothing was asynchronous
     expect(storage.calls).toHaveLength(1);
     expect(storage.calls[0].cost).toBe(1);
-    expect(storage.calls[0].checks.map((c) => c.key)).toEqual(['rl:{ip:203.0.113.9}:LimitedController.inherits:fw60000']);
+    expect(storage.calls[0].checks.map((c) => c.key)).toEqual([`rl:{ip:203.0.113.9}:${routeId('LimitedController.inherits')}:fw1m`]);
     expect(response.headers).toEqual({
       'ratelimit-policy': '"LimitedController.inherits";q=10;w=60',
       ratelimit: '"LimitedController.inherits";r=9;t=60',
@@ -137,7 +138,7 @@ describe('RateLimitGuard', () => {
     expect(bare.storage.calls).toHaveLength(0);
     const withDefault = setup({ defaultLimit: '100/minute', keyPrefix: 'api' });
     withDefault.run(PlainController, 'plain');
-    expect(withDefault.storage.calls[0].checks.map((c) => c.key)).toEqual(['api:{ip:203.0.113.9}:*:fw60000']);
+    expect(withDefault.storage.calls[0].checks.map((c) => c.key)).toEqual(['api:{ip:203.0.113.9}:*:fw1m']);
   });
 
   it('checks route rules and defaultLimit together, in one call', () => {
@@ -179,9 +180,10 @@ describe('RateLimitGuard', () => {
     run(LimitedController, 'keyed', {});
     run(LimitedController, 'keyed', { 'x-user': 'x'.repeat(10_000) });
     const keys = storage.calls.map((c) => c.checks[0].key);
-    expect(keys[0]).toBe('rl:{alice}:LimitedController.keyed:fw60000');
-    expect(keys[1]).toBe('rl:{ip:203.0.113.9}:LimitedController.keyed:fw60000');
-    expect(keys[2]).toMatch(/^rl:\{#[A-Za-z0-9_-]{43}\}:LimitedController\.keyed:fw60000$/);
+    const id = routeId('LimitedController.keyed');
+    expect(keys[0]).toBe(`rl:{alice}:${id}:fw1m`);
+    expect(keys[1]).toBe(`rl:{ip:203.0.113.9}:${id}:fw1m`);
+    expect(keys[2]).toMatch(new RegExp(`^rl:\\{#[A-Za-z0-9_-]{43}\\}:${id}:fw1m$`));
   });
 
   it('refuses the request with a 500 and a log when the key resolver throws or rejects', async () => {
@@ -203,8 +205,8 @@ describe('RateLimitGuard', () => {
     await run(LimitedController, 'viaClass').result;
     expect(run(LimitedController, 'viaClass').result).toBe(true);
     expect(storage.calls.map((c) => c.checks[0].key)).toEqual([
-      'rl:{from-di}:LimitedController.viaClass:fw60000',
-      'rl:{from-di}:LimitedController.viaClass:fw60000',
+      `rl:{from-di}:${routeId('LimitedController.viaClass')}:fw1m`,
+      `rl:{from-di}:${routeId('LimitedController.viaClass')}:fw1m`,
     ]);
   });
 
@@ -236,7 +238,7 @@ describe('RateLimitGuard', () => {
     run(LimitedController, 'sharedA');
     run(LimitedController, 'sharedB');
     expect(storage.calls[0].checks[0].key).toBe(storage.calls[1].checks[0].key);
-    expect(storage.calls[0].checks[0].key).toBe('rl:{ip:203.0.113.9}:shared:fw1000');
+    expect(storage.calls[0].checks[0].key).toBe('rl:{ip:203.0.113.9}:shared:fw1s');
   });
 
   it('honours the skip option and ignores non-HTTP contexts', async () => {
