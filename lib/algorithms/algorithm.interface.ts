@@ -43,15 +43,15 @@ export class AlgorithmOutcome {
  * Memory: `check` reads the key's state at `state[at..at+3]` (`at` is -1 when there is none, or it
  * expired) and fills `out`, writing nothing; the storage stores `out` if every rule admits.
  *
- * Redis: `lua` is a Lua function expression `function(key, now, limit, window, burst, cost)`
+ * Redis: `lua` is a Lua expression whose value is a `function(key, now, limit, window, burst, cost)`
  * returning `allowed (0|1), remaining, retryAfterMs, resetMs, commit`; `commit()` writes.
  *
  * `adjust` and `luaAdjust` (`function(key, now, limit, window, burst, units)`, which writes) charge
  * `units` whatever the limit, or give `-units` back when negative, never past a fresh state.
  *
  * Both halves evaluate the same expressions in the same order on IEEE doubles, and Lua stores
- * state as packed doubles (`struct.pack`), so they agree to the bit. The conformance suite holds
- * them to it.
+ * state as packed doubles (`struct.pack`) or as digits that read back as the same doubles, so
+ * they agree to the bit. The conformance suite holds them to it.
  */
 export interface RateLimitAlgorithm {
   readonly name: AlgorithmName;

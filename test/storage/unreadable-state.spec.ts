@@ -30,6 +30,21 @@ const BAD_STATE: { name: string; algorithm: AlgorithmName; write: (client: Redis
     write: (client, key) => client.hset(key, 'count', '2', 'window_end', '1'),
   },
   {
+    name: 'the two packed doubles (window end, count) earlier versions stored for a fixed window',
+    algorithm: 'fixed-window',
+    write: (client, key, now) => {
+      const state = Buffer.alloc(16);
+      state.writeDoubleLE(now - (now % 60_000) + 60_000);
+      state.writeDoubleLE(2, 8);
+      return client.set(key, state);
+    },
+  },
+  {
+    name: "a fixed window's digits with a count that is not a number",
+    algorithm: 'fixed-window',
+    write: (client, key) => client.set(key, '1e+e000000001'),
+  },
+  {
     name: 'a truncated packed string',
     algorithm: 'token-bucket',
     write: (client, key) => client.set(key, Buffer.from([1, 2, 3, 4, 5])),
