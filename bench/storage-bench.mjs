@@ -5,7 +5,8 @@
 //      over STORAGE_KEYS (10,000) keys taken round-robin, STORAGE_DURATION (3) s per run,
 //      STORAGE_ROUNDS (5) interleaved rounds (contender order rotated each round), medians reported.
 //   2. Memory: heap bytes per key in MemoryStorage after STORAGE_MEMORY_KEYS (1,000,000) keys, each
-//      algorithm in a fresh `node --expose-gc` child; Redis `MEMORY USAGE` per key.
+//      algorithm in a fresh `node --expose-gc` child; Redis `MEMORY USAGE` per key for 15-character
+//      identities (fixed-window target: ≤ 100 B).
 //
 // Run from the repository root: `npm run bench:storage` (builds, then runs this). Short run:
 //   STORAGE_DURATION=1 STORAGE_ROUNDS=2 STORAGE_MEMORY_KEYS=100000 node bench/storage-bench.mjs
@@ -42,18 +43,24 @@ const { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } = createRequire(im
 
 /** Keys shaped as the guard builds them: `rl:{ip:10.x.y.z}:` (storageKeyBase) + rule.keySuffix. */
 const ipOf = (i) => `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
+/** A 15-character identity (`ip:10.100.10.10` on): the client the Redis memory target is stated for. Distinct for i < 1,263,600. */
+const identity15 = (i) => `ip:10.${100 + (Math.floor(i / 8100) % 156)}.${10 + (Math.floor(i / 90) % 90)}.${10 + (i % 90)}`;
+/** The route the keys belong to; its keys carry its route id (routeId), as the guard builds them for a route without `bucket`. */
 const BUCKET = 'ItemsController.findAll';
+/** MEMORY USAGE per fixed-window key must stay within this (issue 13). */
+const REDIS_FIXED_WINDOW_TARGET = 100;
 const HIGH_RATE = '1000000/minute'; // never denies in the throughput runs
 const MEMORY_RATE = '100/minute';
 
 async function loadLibrary() {
-  const [{ MemoryStorage, RedisStorage, parseRate }, { bindRules }, { ALGORITHM_NAMES }, { storageKeyBase }] = await Promise.all([
+  const [{ MemoryStorage, RedisStorage, parseRate }, { bindRules }, { ALGORITHM_NAMES }, { storageKeyBase }, { routeId }] = await Promise.all([
     import(libUrl('index.js')),
     import(libUrl('rules/bind-rules.js')),
     import(libUrl('algorithms/algorithm-registry.js')),
     import(libUrl('keys/storage-key.js')),
+    import(libUrl('rules/route-id.js')),
   ]);
-  const ruleFor = (rate, algorithm) => bindRules(parseRate(rate), { name: BUCKET, bucket: BUCKET, algorithm })[0];
+  const ruleFor = (rate, algorithm) => bindRules(parseRate(rate), { name: BUCKET, bucket: routeId(BUCKET), algorithm })[0];
   return { MemoryStorage, RedisStorage, ALGORITHM_NAMES, storageKeyBase, ruleFor };
 }
 
@@ -344,14 +351,14 @@ async function redisMemoryUsage(lib, redis, settings) {
   for (const algorithm of ALGORITHM_NAMES) {
     await admin.flushdb();
     const rule = ruleFor(MEMORY_RATE, algorithm);
-    const keys = Array.from({ length: sample }, (_, i) => storageKeyBase('rl', `ip:${ipOf(i)}`) + rule.keySuffix);
+    const keys = Array.from({ length: sample }, (_, i) => storageKeyBase('rl', identity15(i)) + rule.keySuffix);
     await Promise.all(keys.map((key) => storage.check([{ key, rule }], 1)));
-    rows[algorithm] = { bytesPerKey: await average(keys), type: await admin.type(keys[0]) };
+    rows[algorithm] = { bytesPerKey: await average(keys), type: await admin.type(keys[0]), encoding: await admin.object('ENCODING', keys[0]), key: keys[0] };
   }
   // sliding-window-log: one key after 100 checks (a full 100/minute log)
   await admin.flushdb();
   const logRule = ruleFor(MEMORY_RATE, 'sliding-window-log');
-  const logKey = storageKeyBase('rl', `ip:${ipOf(0)}`) + logRule.keySuffix;
+  const logKey = storageKeyBase('rl', identity15(0)) + logRule.keySuffix;
   let allowed = 0;
   for (let i = 0; i < 100; i++) if ((await storage.check([{ key: logKey, rule: logRule }], 1)).allowed) allowed++;
   const logFull = { bytes: await average([logKey]), entries: await admin.zcard(logKey), allowed, encoding: await admin.object('ENCODING', logKey) };
@@ -360,9 +367,14 @@ async function redisMemoryUsage(lib, redis, settings) {
   await admin.flushdb();
   const client = await connectedClient(url, { enableAutoPipelining: true });
   const limiter = new RateLimiterRedis({ storeClient: client, points: 100, duration: 60, keyPrefix: 'rl' });
-  const rlfKeys = Array.from({ length: sample }, (_, i) => `{ip:${ipOf(i)}}:${BUCKET}`);
+  const rlfKeys = Array.from({ length: sample }, (_, i) => `{${identity15(i)}}:${BUCKET}`);
   await Promise.all(rlfKeys.map((key) => limiter.consume(key)));
-  rows.rlf = { bytesPerKey: await average(rlfKeys.map((key) => `rl:${key}`)), type: await admin.type(`rl:${rlfKeys[0]}`) };
+  rows.rlf = {
+    bytesPerKey: await average(rlfKeys.map((key) => `rl:${key}`)),
+    type: await admin.type(`rl:${rlfKeys[0]}`),
+    encoding: await admin.object('ENCODING', `rl:${rlfKeys[0]}`),
+    key: `rl:${rlfKeys[0]}`,
+  };
   await client.quit();
   await admin.flushdb();
   return { rows, logFull };
@@ -468,6 +480,8 @@ function throughputReport(contenders, settings, comparisons = throughputComparis
   return out.join('\n');
 }
 
+const redisTargetCell = (bytes) => `${bytes <= REDIS_FIXED_WINDOW_TARGET ? 'PASS' : 'FAIL'} (≤ ${REDIS_FIXED_WINDOW_TARGET})`;
+
 function memoryReport(memory, settings) {
   const { heap, redisUsage } = memory;
   const out = [];
@@ -485,10 +499,11 @@ function memoryReport(memory, settings) {
       m.held.toLocaleString('en-US'),
       `${m.fillSeconds.toFixed(1)} s`,
       target ? (m.bytesPerKey <= 150 ? 'PASS (≤ 150)' : 'FAIL (≤ 150)') : '–',
-      redisRow ? `${Math.round(redisRow.bytesPerKey)} (${redisRow.type})` : '–',
+      redisRow ? `${Math.round(redisRow.bytesPerKey)} (${redisRow.type}, ${redisRow.encoding})` : '–',
+      redisRow && kind === 'ours' && algorithm === 'fixed-window' ? redisTargetCell(redisRow.bytesPerKey) : '–',
     ]);
   }
-  out.push(table(['storage', 'algorithm', 'heap B/key', 'keys held', 'fill time', 'target', 'Redis MEMORY USAGE B/key'], rows));
+  out.push(table(['storage', 'algorithm', 'heap B/key', 'keys held', 'fill time', 'target', 'Redis MEMORY USAGE B/key', 'Redis target'], rows));
   out.push('');
   if (redisUsage) {
     const { logFull } = redisUsage;
@@ -498,7 +513,12 @@ function memoryReport(memory, settings) {
     );
     out.push('');
   }
-  out.push('Keys: `rl:{ip:10.x.y.z}:ItemsController.findAll:<code><window>`, storageKeyBase + rule.keySuffix, built once per client as the guard does; the baseline row is the same key strings alone in a Map.');
+  out.push(
+    'Keys: storageKeyBase + rule.keySuffix, built once per client as the guard does, for the route `ItemsController.findAll` without a `bucket`, ' +
+      'so under its route id: heap `rl:{ip:10.x.y.z}:<id>:<code><window>`; Redis a 15-character identity' +
+      (redisUsage ? `, e.g. \`${redisUsage.rows['fixed-window'].key}\` (RateLimiterRedis: \`${redisUsage.rows.rlf.key}\`)` : '') +
+      '. The baseline row is the heap key strings alone in a Map.',
+  );
   out.push('');
   return out.join('\n');
 }
@@ -586,7 +606,7 @@ function memoryRows(memory, settings) {
     rows.push(row);
   }
   if (redisUsage) {
-    const redisScenario = `Memory · Redis MEMORY USAGE per key (avg of ${int(settings.redisSample)} keys, one check each)`;
+    const redisScenario = `Memory · Redis MEMORY USAGE per key (avg of ${int(settings.redisSample)} keys of 15-character identities, one check each)`;
     const rlf = redisUsage.rows.rlf;
     for (const [algorithm, r] of Object.entries(redisUsage.rows)) {
       const ours = algorithm !== 'rlf';
@@ -595,7 +615,8 @@ function memoryRows(memory, settings) {
         contender: ours ? `RedisStorage ${algorithm}` : 'RateLimiterRedis',
         throughput: `${int(r.bytesPerKey)} B/key`,
         vsBare: ours && rlf ? `${times(r.bytesPerKey / rlf.bytesPerKey)} RateLimiterRedis` : undefined,
-        notes: `Redis type ${r.type}`,
+        ...(algorithm === 'fixed-window' ? { target: `≤ ${REDIS_FIXED_WINDOW_TARGET} B/key`, pass: r.bytesPerKey <= REDIS_FIXED_WINDOW_TARGET } : {}),
+        notes: `Redis type ${r.type} (${r.encoding}), e.g. ${r.key}`,
       });
     }
     const { logFull } = redisUsage;
