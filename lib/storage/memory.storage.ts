@@ -14,6 +14,9 @@ export interface MemoryStorageOptions {
 }
 
 const DEFAULT_MAX_KEYS = 100_000;
+/** Slot flags: charged since the CLOCK hand last passed; holds a block. */
+const USED = 1;
+const BLOCKED = 2;
 /** Entries the expiry sweep looks at per check: enough to keep up with insertions, cheap enough to ignore. */
 const RECLAIM_PER_CHECK = 2;
 const INITIAL_SLOTS = 1_024;
@@ -45,9 +48,11 @@ export class MemoryStorage implements RateLimitStorage {
   /** The key of each slot (undefined when free), so the sweeps walk slots, not Map iterators. */
   private readonly keyOf: (string | undefined)[] = [];
   private state = new Float64Array(0);
-  private recentlyUsed = new Uint8Array(0);
-  /** 1 where the slot holds a block (until its expiry) instead of an algorithm's state. */
-  private blocked = new Uint8Array(0);
+  /**
+   * Per slot, USED if charged since the CLOCK hand last passed, and BLOCKED if it holds a block
+   * (until its expiry) instead of an algorithm's state: one byte, so a check touches one line.
+   */
+  private flags = new Uint8Array(0);
   private readonly logs: (number[] | undefined)[] = [];
   private readonly freeSlots: number[] = [];
   private capacity = 0;
@@ -94,7 +99,7 @@ export class MemoryStorage implements RateLimitStorage {
           out.retryAfterMs = out.resetMs = rule.blockMs;
           this.slots[i] = this.writeBlock(checks[i].key, this.slots[i], now + rule.blockMs, now);
         } else if (this.slots[i] >= 0) {
-          this.recentlyUsed[this.slots[i]] = 1;
+          this.flags[this.slots[i]] |= USED;
         }
       }
     }
@@ -158,7 +163,7 @@ export class MemoryStorage implements RateLimitStorage {
       const at = slot >= 0 && this.state[slot * STATE_STRIDE] > now ? slot * STATE_STRIDE : -1;
       const out = (this.outcomes[i] ??= new AlgorithmOutcome());
       this.slots[i] = slot;
-      this.wasBlocked[i] = at >= 0 && this.blocked[slot] === 1;
+      this.wasBlocked[i] = at >= 0 && (this.flags[slot] & BLOCKED) !== 0;
       if (this.wasBlocked[i]) {
         out.allowed = false;
         out.remaining = 0;
@@ -200,7 +205,7 @@ export class MemoryStorage implements RateLimitStorage {
     this.leases?.clear();
     this.nextSlot = 0;
     this.state.fill(0);
-    this.blocked.fill(0);
+    this.flags.fill(0);
   }
 
   private commit(check: RateLimitCheck, known: number, now: number, cost: number, out: AlgorithmOutcome): void {
@@ -226,8 +231,7 @@ export class MemoryStorage implements RateLimitStorage {
     this.state[at + 1] = out.a;
     this.state[at + 2] = out.b;
     this.state[at + 3] = out.c;
-    this.recentlyUsed[slot] = 1;
-    this.blocked[slot] = 0;
+    this.flags[slot] = USED;
   }
 
   /** Replaces the key's state with a block ending at `ends`; returns its slot. */
@@ -236,8 +240,7 @@ export class MemoryStorage implements RateLimitStorage {
     const at = slot * STATE_STRIDE;
     this.state.fill(0, at, at + STATE_STRIDE);
     this.state[at] = ends;
-    this.recentlyUsed[slot] = 1;
-    this.blocked[slot] = 1;
+    this.flags[slot] = USED | BLOCKED;
     this.logs[slot] = undefined;
     return slot;
   }
@@ -264,8 +267,8 @@ export class MemoryStorage implements RateLimitStorage {
       this.handAt = slot + 1 >= end ? 0 : slot + 1;
       const key = this.keyOf[slot];
       if (key === undefined) continue;
-      if (this.recentlyUsed[slot] === 1 && this.state[slot * STATE_STRIDE] > now) {
-        this.recentlyUsed[slot] = 0;
+      if ((this.flags[slot] & USED) !== 0 && this.state[slot * STATE_STRIDE] > now) {
+        this.flags[slot] &= ~USED;
         continue;
       }
       this.freeSlot(key, slot);
@@ -277,8 +280,7 @@ export class MemoryStorage implements RateLimitStorage {
     this.slotOf.delete(key);
     this.keyOf[slot] = undefined;
     this.state[slot * STATE_STRIDE] = 0;
-    this.recentlyUsed[slot] = 0;
-    this.blocked[slot] = 0;
+    this.flags[slot] = 0;
     this.logs[slot] = undefined;
     this.freeSlots.push(slot);
   }
@@ -287,13 +289,10 @@ export class MemoryStorage implements RateLimitStorage {
     const capacity = Math.min(Math.max(INITIAL_SLOTS, this.capacity * 2), Math.max(this.maxKeys, this.nextSlot));
     const state = new Float64Array(capacity * STATE_STRIDE);
     state.set(this.state);
-    const recentlyUsed = new Uint8Array(capacity);
-    recentlyUsed.set(this.recentlyUsed);
-    const blocked = new Uint8Array(capacity);
-    blocked.set(this.blocked);
+    const flags = new Uint8Array(capacity);
+    flags.set(this.flags);
     this.state = state;
-    this.recentlyUsed = recentlyUsed;
-    this.blocked = blocked;
+    this.flags = flags;
     this.capacity = capacity;
   }
 
