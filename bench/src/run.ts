@@ -15,7 +15,7 @@ import { CONTENDERS, killAllApps, startApp, type Contender } from './harness/app
 import { paced, saturate, type LoadResult, type PacedResult } from './harness/load.js';
 import { foreignLoad, watchCpu, type CpuShares } from './harness/cpu.js';
 import { PrivateRedis, type CommandDelta } from './harness/redis.js';
-import { limiterFrames, limiterShare, mergeTops, type FunctionShare, type ProfileShare } from './harness/profile.js';
+import { limiterFrames, limiterShare, mergeTops, unusedFeatureFrames, type FunctionShare, type ProfileShare } from './harness/profile.js';
 import { fmt, markdownTable, type Row } from './harness/report.js';
 import { median, spread } from './harness/stats.js';
 
@@ -154,7 +154,10 @@ async function measureOnce<T extends LoadResult>(
     } finally {
       await app.stop();
     }
-    if (profileDir) measured.profile = limiterShare(profileDir, limiterFrames(c, [LIB_SNAPSHOT, join(REPO_DIR, 'dist/esm')]), ...window);
+    if (profileDir) {
+      const libDirs = [LIB_SNAPSHOT, join(REPO_DIR, 'dist/esm')];
+      measured.profile = limiterShare(profileDir, limiterFrames(c, libDirs), ...window, unusedFeatureFrames(c, libDirs));
+    }
     return measured;
   } finally {
     if (profileDir && !settings.profileDir) rmSync(profileDir, { recursive: true, force: true });
@@ -530,6 +533,7 @@ async function scenarioP(redis: PrivateRedis): Promise<ScenarioP> {
       `rounds ${shares.map(shareText).join(' · ')}`,
       `${fmt.int(medianOf(list, (m) => m.result.rps))} req/s under the profiler`,
       `gc ${shareText(medianOf(list, (m) => m.profile!.gc / m.profile!.busy))}, (program) ${shareText(medianOf(list, (m) => m.profile!.program / m.profile!.busy))} of busy`,
+      c.app === 'ours' && `features this app does not use: ${fmt.int(list.reduce((sum, m) => sum + (m.profile!.unused ?? 0), 0))} samples in all rounds`,
       roundsNote(list.length),
       anomalies(list, [200]),
     ];
@@ -568,6 +572,9 @@ async function scenarioP(redis: PrivateRedis): Promise<ScenarioP> {
       const busy = list.reduce((sum, m) => sum + m.profile!.busy, 0);
       return (
         `### ${c.name}: where the limiter's samples go (all rounds)\n\n` +
+        `Samples with a frame of a feature this app does not use (observability, health, concurrency limits, ` +
+        `the interceptor, RateLimitService, count outcomes, the GraphQL, WebSocket and RPC adapters): ` +
+        `${fmt.int(list.reduce((sum, m) => sum + (m.profile!.unused ?? 0), 0))} of ${fmt.int(busy)} busy.\n\n` +
         topTable('By leaf frame (self time; the leaf may be code the limiter called):', mergeTops(list.map((m) => m.profile!.selfTop)), busy) +
         '\n' +
         topTable("By the innermost frame of the limiter's own code (that function and what it calls):", mergeTops(list.map((m) => m.profile!.innermostTop), 20), busy)

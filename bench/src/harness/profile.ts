@@ -91,6 +91,21 @@ export function limiterFrames(c: Contender, libDirs: readonly string[]): FrameMa
   return (f) => own(f) || redis(f);
 }
 
+/**
+ * Ours: frames of the features the bench app does not use (observability, health, concurrency
+ * limits and their interceptor, RateLimitService, count/refund outcomes, the other transports'
+ * adapters). Issue 13: unused, they must add nothing to the share.
+ */
+export function unusedFeatureFrames(c: Contender, libDirs: readonly string[]): FrameMatcher | undefined {
+  if (c.app !== 'ours') return undefined;
+  const libraries = libDirs.map((dir) => pathToFileURL(dir.endsWith('/') ? dir : `${dir}/`).href);
+  const unused = /^(observability|health|concurrency|interceptors|service|outcomes)\/|^contexts\/(graphql|ws|rpc)\./;
+  return (f) => {
+    const lib = libraries.find((prefix) => f.url.startsWith(prefix));
+    return lib !== undefined && unused.test(f.url.slice(lib.length));
+  };
+}
+
 export interface FunctionShare {
   /** `name file:line`. */
   name: string;
@@ -111,6 +126,8 @@ export interface ProfileShare {
   selfTop: FunctionShare[];
   /** The limiter's samples by their innermost frame of the limiter's own code (that function and what it calls). */
   innermostTop: FunctionShare[];
+  /** Busy samples with a frame of an unused feature on the stack (see unusedFeatureFrames); undefined if not asked. */
+  unused?: number;
 }
 
 const SPECIAL = new Set(['(root)', '(program)', '(idle)', '(garbage collector)']);
@@ -135,7 +152,7 @@ const topOf = (counts: Map<string, number>, n = 10): FunctionShare[] =>
  * Reads the one `.cpuprofile` in `dir` and measures the limiter's share of the busy samples taken
  * between `fromUs` and `toUs` (CLOCK_MONOTONIC microseconds).
  */
-export function limiterShare(dir: string, isLimiter: FrameMatcher, fromUs: number, toUs: number): ProfileShare {
+export function limiterShare(dir: string, isLimiter: FrameMatcher, fromUs: number, toUs: number, isUnused?: FrameMatcher): ProfileShare {
   // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread, the one that
   // serves requests (the module hooks' thread writes a profile of its own).
   const files = readdirSync(dir).filter((f) => /^CPU\.\d+\.\d+\.\d+\.0\.\d+\.cpuprofile$/.test(f));
@@ -155,6 +172,18 @@ export function limiterShare(dir: string, isLimiter: FrameMatcher, fromUs: numbe
     innermost.set(node.id, mine);
     for (const id of node.children ?? []) stack.push([byId.get(id)!, mine]);
   }
+  // Nodes with a frame of an unused feature at or above them.
+  const unusedNodes = new Set<number>();
+  if (isUnused) {
+    const walk: [ProfileNode, boolean][] = profile.nodes.filter((n) => !childIds.has(n.id)).map((n) => [n, false]);
+    while (walk.length) {
+      const [node, above] = walk.pop()!;
+      const marked = above || isUnused(node.callFrame);
+      if (marked) unusedNodes.add(node.id);
+      for (const id of node.children ?? []) walk.push([byId.get(id)!, marked]);
+    }
+  }
+  let unused = 0;
 
   let samples = 0;
   let busy = 0;
@@ -174,6 +203,7 @@ export function limiterShare(dir: string, isLimiter: FrameMatcher, fromUs: numbe
     busy++;
     if (fn === '(garbage collector)') gc++;
     if (fn === '(program)') program++;
+    if (unusedNodes.has(node.id)) unused++;
     const own = innermost.get(node.id);
     if (!own) continue;
     limiter++;
@@ -188,7 +218,17 @@ export function limiterShare(dir: string, isLimiter: FrameMatcher, fromUs: numbe
         'the profile and the runner do not share a clock here',
     );
   }
-  return { samples, busy, limiter, share: limiter / busy, gc, program, selfTop: topOf(self, 40), innermostTop: topOf(inner, 40) };
+  return {
+    samples,
+    busy,
+    limiter,
+    share: limiter / busy,
+    gc,
+    program,
+    selfTop: topOf(self, 40),
+    innermostTop: topOf(inner, 40),
+    unused: isUnused ? unused : undefined,
+  };
 }
 
 /** Sums per-function counts over rounds, for the top lists of a contender. */
