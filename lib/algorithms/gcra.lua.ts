@@ -11,9 +11,7 @@ export const GCRA_LUA = `function(key, now, limit, window, burst, cost)
   local allow_at = tat - burst * interval
   if allow_at <= now then
     local until_idle = math.ceil(tat - now)
-    return 1, (now - allow_at) / interval, 0, until_idle, function()
-      redis.call('SET', key, struct.pack('<d', tat), 'PXAT', now + until_idle)
-    end
+    return 1, (now - allow_at) / interval, 0, until_idle, set_state, struct.pack('<d', tat), now + until_idle
   end
   local retry = 0
   if cost <= burst then retry = allow_at - now end

@@ -9,9 +9,7 @@ export const LEAKY_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
   if level + cost <= burst then
     local filled = level + cost
     local until_empty = math.ceil((filled * window) / limit)
-    return 1, burst - filled, 0, until_empty, function()
-      redis.call('SET', key, struct.pack('<ddd', filled, now, now + until_empty), 'PXAT', now + until_empty)
-    end
+    return 1, burst - filled, 0, until_empty, set_state, struct.pack('<ddd', filled, now, now + until_empty), now + until_empty
   end
   local retry = 0
   if cost <= burst then retry = ((level + cost - burst) * window) / limit end

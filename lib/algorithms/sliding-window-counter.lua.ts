@@ -16,11 +16,10 @@ export const SLIDING_WINDOW_COUNTER_LUA = `function(key, now, limit, window, bur
   local elapsed = now - start
   local estimate = (previous * (window - elapsed)) / window + current
   if estimate + cost <= limit then
-    return 1, limit - estimate - cost, 0, 2 * window - elapsed, function()
-      local packed = struct.pack('<ddd', start, current + cost, previous)
-      if same_window then redis.call('SET', key, packed, 'KEEPTTL')
-      else redis.call('SET', key, packed, 'PXAT', start + 2 * window) end
-    end
+    -- a later write in the same window keeps the key's expiry
+    local expires_at = nil
+    if not same_window then expires_at = start + 2 * window end
+    return 1, limit - estimate - cost, 0, 2 * window - elapsed, set_state, struct.pack('<ddd', start, current + cost, previous), expires_at
   end
   local retry = 0
   if cost > limit then

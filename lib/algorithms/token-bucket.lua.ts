@@ -9,9 +9,7 @@ export const TOKEN_BUCKET_LUA = `function(key, now, limit, window, burst, cost)
   if cost <= tokens then
     local left = tokens - cost
     local until_full = math.ceil(((burst - left) * window) / limit)
-    return 1, left, 0, until_full, function()
-      redis.call('SET', key, struct.pack('<ddd', left, now, now + until_full), 'PXAT', now + until_full)
-    end
+    return 1, left, 0, until_full, set_state, struct.pack('<ddd', left, now, now + until_full), now + until_full
   end
   local retry = 0
   if cost <= burst then retry = ((cost - tokens) * window) / limit end

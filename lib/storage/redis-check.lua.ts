@@ -15,16 +15,23 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * A key under a block is denied until it ends (see redis-lua-prelude.ts). A rule with `blockFor`
  * that denies a request it could ever admit blocks its key, after the check's reads.
  *
- * Reply: per check, per rule: allowed, floor(remaining), ceil(retryAfterMs), ceil(resetMs). (Not
- * `now`: turning a 13-digit number into a reply costs Redis more than the rest of the reply.) A
- * check that raised an error has allowed = -1 and the error's text instead of remaining, and
- * committed nothing: reads come before commits, and a commit only SETs a string or adds to a
- * sorted set it has just read. (A read may drop state that counts as none anyway: expired log
- * entries, unreadable state.) Then the numbers (1-based) of the keys whose state could not be
- * read and was dropped, and last, how many of those there are.
+ * Reply: { records, errors, healed }.
+ * - records: per check, per rule, 25 bytes packed little-endian (`<Bddd`): allowed (0 or 1; 2
+ *   for a check that raised an error), then remaining, retry-after and reset as the algorithm
+ *   computed them, unrounded (the app rounds them as for memory). One string, because Redis
+ *   turning a table of numbers into a reply, and ioredis parsing it, cost more than deciding.
+ * - errors: the error text of each check that raised one, in order. Such a check committed
+ *   nothing: reads come before commits, and a commit only SETs a string or adds to a sorted set
+ *   it has just read. (A read may drop state that counts as none anyway: expired log entries,
+ *   unreadable state.)
+ * - healed: the numbers (1-based) of the keys whose state could not be read and was dropped.
  *
  * State that cannot be read (another type, a truncated string) is deleted and counts as none:
  * one client's bad key must cost that client a fresh start, not every client of the batch an error.
+ *
+ * An algorithm's verdict comes with `commit` and up to two arguments for it: `commit(key, a, b)`
+ * writes the state if the whole check is admitted. A shared function and its arguments, rather
+ * than a closure per check, which Redis would allocate and collect.
  *
  * The `#!lua` line declares a script that writes, so Redis refuses it before it runs when memory
  * is full (maxmemory with noeviction), instead of letting its first delete through.
@@ -47,86 +54,90 @@ for r = 1, rule_count do
   rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]) }
 end
 
-local reply = {}
+local pack = struct.pack
+local records = {}
+local errors = {}
+local FAILED = pack('<Bddd', 2, 0, 0, 0)
 
-local function answer(at, allowed, remaining, retry_after, reset)
-  reply[at + 1] = allowed
-  reply[at + 2] = math.floor(remaining)
-  reply[at + 3] = math.ceil(retry_after)
-  reply[at + 4] = math.ceil(reset)
+-- The check being decided: its first record, key and argument, its number of rules, and where
+-- the next check's arguments start.
+local r, key, at, n, next_at = 0, 1, 3 + rule_count * 6, 1, 0
+local last = #ARGV
+
+-- The usual check: one rule, cost 1.
+local function decide_one(rule)
+  current_key = key
+  local k = KEYS[key]
+  local allowed, remaining, retry_after, reset, commit, a, b = rule[1](k, now, rule[2], rule[3], rule[4], 1)
+  if blocked_until then
+    allowed, remaining, retry_after, reset = 0, 0, blocked_until - now, blocked_until - now
+  elseif allowed == 1 then
+    commit(k, a, b)
+  elseif rule[6] > 0 and rule[5] >= 1 then
+    write_block(k, now + rule[6])
+    remaining, retry_after, reset = 0, rule[6], rule[6]
+  end
+  records[r + 1] = pack('<Bddd', allowed, remaining, retry_after, reset)
 end
 
--- One check: the usual one (only_rule, cost 1), or n rules numbered in ARGV from first_rule, on
--- keys first_key..; four numbers per rule written to reply from r.
-local function decide(r, first_key, n, cost, first_rule, only_rule)
-  if n == 1 and only_rule then
-    current_key = first_key
-    local allowed, remaining, retry_after, reset, commit, was_blocked = unless_blocked(only_rule[1](KEYS[first_key], now, only_rule[2], only_rule[3], only_rule[4], 1))
-    if allowed == 1 then
-      commit()
-    elseif only_rule[6] > 0 and not was_blocked and only_rule[5] >= 1 then
-      write_block(KEYS[first_key], now + only_rule[6])
-      remaining, retry_after, reset = 0, only_rule[6], only_rule[6]
-    end
-    answer(r, allowed, remaining, retry_after, reset)
-    return
-  end
-  local commits = {}
-  local blocks = {}
+-- n rules, numbered in ARGV from first_rule: committed only if every one admits.
+local function decide_all(cost, first_rule)
+  local commits, firsts, seconds, blocks = {}, {}, {}, {}
   local all_allowed = true
   for i = 1, n do
     local rule = rules[tonumber(ARGV[first_rule + i - 1])]
-    current_key = first_key + i - 1
-    local allowed, remaining, retry_after, reset, commit, was_blocked = unless_blocked(rule[1](KEYS[current_key], now, rule[2], rule[3], rule[4], cost))
-    if allowed == 0 then
+    current_key = key + i - 1
+    blocked_until = nil
+    local k = KEYS[current_key]
+    local allowed, remaining, retry_after, reset, commit, a, b = rule[1](k, now, rule[2], rule[3], rule[4], cost)
+    if blocked_until then
+      allowed, remaining, retry_after, reset = 0, 0, blocked_until - now, blocked_until - now
       all_allowed = false
-      if rule[6] > 0 and not was_blocked and cost <= rule[5] then
-        blocks[#blocks + 1] = { KEYS[current_key], now + rule[6] }
+    elseif allowed == 0 then
+      all_allowed = false
+      if rule[6] > 0 and cost <= rule[5] then
+        blocks[#blocks + 1] = k
+        blocks[#blocks + 1] = now + rule[6]
         remaining, retry_after, reset = 0, rule[6], rule[6]
       end
     end
-    commits[i] = commit
-    answer(r + (i - 1) * 4, allowed, remaining, retry_after, reset)
+    commits[i], firsts[i], seconds[i] = commit, a, b
+    records[r + i] = pack('<Bddd', allowed, remaining, retry_after, reset)
   end
   if all_allowed then
-    for i = 1, n do commits[i]() end
+    for i = 1, n do commits[i](KEYS[key + i - 1], firsts[i], seconds[i]) end
   else
-    for b = 1, #blocks do write_block(blocks[b][1], blocks[b][2]) end
+    for b = 1, #blocks, 2 do write_block(blocks[b], blocks[b + 1]) end
   end
 end
 
-local function failed(r, n, error)
-  local text = type(error) == 'table' and (error.err or 'error') or tostring(error)
-  for i = 1, n do
-    local at = r + (i - 1) * 4
-    reply[at + 1], reply[at + 2], reply[at + 3], reply[at + 4] = -1, text, 0, 0
+-- Decides the checks from the current one to the last. An error stops it at the check that
+-- raised it; the loop below records the failure and resumes after it: one pcall per batch.
+local function decide_from_here()
+  while at <= last do
+    blocked_until = nil
+    local head = tonumber(ARGV[at])
+    n, next_at = 1, last + 1
+    if head > 0 then
+      next_at = at + 1
+      decide_one(rules[head])
+    else
+      n, next_at = -head, at + 2 - head
+      decide_all(tonumber(ARGV[at + 1]), at + 2)
+    end
+    r, key, at = r + n, key + n, next_at
   end
 end
 
-local r = 0
-local key = 1
-local at = 3 + rule_count * 6
-local last = #ARGV
-while at <= last do
-  local head = tonumber(ARGV[at])
-  local n, cost, first_rule, only_rule = 1, 1, nil, nil
-  if head > 0 then
-    only_rule = rules[head]
-    at = at + 1
-  else
-    n, cost, first_rule = -head, tonumber(ARGV[at + 1]), at + 2
-    at = at + 2 - head
-  end
-  blocked_until = nil
-  local ok, error = pcall(decide, r, key, n, cost, first_rule, only_rule)
-  if not ok then failed(r, n, error) end
-  r = r + 4 * n
-  key = key + n
+while true do
+  local ok, error = pcall(decide_from_here)
+  if ok then break end
+  errors[#errors + 1] = type(error) == 'table' and (error.err or 'error') or tostring(error)
+  for i = 1, n do records[r + i] = FAILED end
+  r, key, at = r + n, key + n, next_at
 end
 
-for h = 1, #healed do reply[r + h] = healed[h] end
-reply[r + #healed + 1] = #healed
-return reply
+return { table.concat(records), errors, healed }
 `;
 }
 

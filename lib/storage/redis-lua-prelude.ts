@@ -36,6 +36,15 @@ local function write_block(key, ends)
   redis.call('SET', key, 'b' .. struct.pack('<d', ends), 'PXAT', ends)
 end
 
+-- Commits packed state: expiring at \`expires_at\`, or keeping the key's expiry if that is nil.
+local function set_state(key, packed, expires_at)
+  if expires_at then
+    redis.call('SET', key, packed, 'PXAT', expires_at)
+  else
+    redis.call('SET', key, packed, 'KEEPTTL')
+  end
+end
+
 -- The numbers packed under a key, or nothing if there is no key (or a block: see blocked_until).
 -- Unreadable state is healed.
 local function state(key, size, format)

@@ -57,7 +57,15 @@ const CREATED_CLIENT_DEFAULTS: RedisOptions = {
 const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<(number | string)[]>;
+/** The check script's reply (see redis-check.lua.ts), bulk strings as Buffers. */
+type CheckReply = [records: Buffer, errors: Buffer[], healed: number[]];
+type BatchCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<CheckReply>;
 type ControlOperation = 'peek' | 'adjust' | 'reset' | 'block';
+
+/** Bytes of a rule's record in the check script's reply: allowed, then three doubles. */
+const RECORD_BYTES = 25;
+/** `allowed` of the records of a check that raised an error. */
+const RECORD_FAILED = 2;
 
 /**
  * Checks per script call at most. Smaller batches cost more per check; bigger ones keep fewer
@@ -76,8 +84,8 @@ export class RedisStorage implements RateLimitStorage {
   private readonly ownsClient: boolean;
   private readonly clock?: () => number;
   /** The mixed-algorithm script, and one per algorithm (by code) for checks of a single algorithm. */
-  private readonly runMixed: CheckCommand;
-  private readonly runSingle: Record<string, CheckCommand> = {};
+  private readonly runMixed: BatchCommand;
+  private readonly runSingle: Record<string, BatchCommand> = {};
   private readonly blocks?: BlockCache;
   /** Batches being filled, by hash tag (one batch, under '', outside a Cluster). */
   private readonly batches = new Map<string, RedisCheckBatch>();
@@ -111,10 +119,10 @@ export class RedisStorage implements RateLimitStorage {
       this.channel = options.blockCache?.channel ?? DEFAULT_CHANNEL;
       this.subscriber = this.listen(this.blocks);
     }
-    this.runMixed = this.define(COMMAND, REDIS_CHECK_LUA);
+    this.runMixed = this.defineBatch(COMMAND, REDIS_CHECK_LUA);
     this.runControl = this.define('rateLimitControl', REDIS_CONTROL_LUA);
     for (const algorithm of Object.values(ALGORITHMS)) {
-      this.runSingle[algorithm.code] = this.define(`${COMMAND}_${algorithm.code}`, buildCheckScript([algorithm]));
+      this.runSingle[algorithm.code] = this.defineBatch(`${COMMAND}_${algorithm.code}`, buildCheckScript([algorithm]));
     }
     this.runAcquire = this.define('rateLimitAcquire', CONCURRENCY_ACQUIRE_LUA);
     this.runRelease = this.define('rateLimitRelease', CONCURRENCY_RELEASE_LUA);
@@ -243,22 +251,23 @@ export class RedisStorage implements RateLimitStorage {
     }
   }
 
-  private settle(batch: RedisCheckBatch, reply: (number | string)[]): void {
+  private settle(batch: RedisCheckBatch, [records, errors, healed]: CheckReply): void {
     let at = 0;
+    let failed = 0;
     for (const { checks, cost, sentAt, resolve, reject } of batch.pending) {
-      if (reply[at] === -1) {
-        reject(new CheckFailedError(String(reply[at + 1]), checks.map((check) => check.key)));
-        at += 4 * checks.length;
+      if (records[at] === RECORD_FAILED) {
+        reject(new CheckFailedError(String(errors[failed++]), checks.map((check) => check.key)));
+        at += RECORD_BYTES * checks.length;
         continue;
       }
       try {
         const outcomes: RawOutcome[] = new Array(checks.length);
-        for (let i = 0; i < checks.length; i++, at += 4) {
+        for (let i = 0; i < checks.length; i++, at += RECORD_BYTES) {
           outcomes[i] = {
-            allowed: reply[at] === 1,
-            remaining: reply[at + 1] as number,
-            retryAfterMs: reply[at + 2] as number,
-            resetMs: reply[at + 3] as number,
+            allowed: records[at] === 1,
+            remaining: records.readDoubleLE(at + 1),
+            retryAfterMs: records.readDoubleLE(at + 9),
+            resetMs: records.readDoubleLE(at + 17),
           };
         }
         const result = settleCheck(checks, sentAt, cost, outcomes);
@@ -268,11 +277,16 @@ export class RedisStorage implements RateLimitStorage {
         reject(error);
       }
     }
-    const healed = reply[reply.length - 1] as number;
-    for (let h = 0; h < healed; h++) {
-      const key = batch.keys[(reply[at + h] as number) - 1];
+    for (const number of healed) {
+      const key = batch.keys[number - 1];
       this.healLog.warn(`Replaced rate-limit state it could not read (another type, or truncated) under key "${key}"`);
     }
+  }
+
+  /** A check script: its reply's strings stay Buffers (ioredis's `...Buffer` variant). */
+  private defineBatch(name: string, lua: string): BatchCommand {
+    this.define(name, lua);
+    return (this.client as unknown as Record<string, BatchCommand>)[`${name}Buffer`].bind(this.client);
   }
 
   private define(name: string, lua: string): CheckCommand {

@@ -9,10 +9,9 @@ await client.ping();
 process.stdout.write('ready\n');
 
 process.stdin.once('data', async () => {
-  const replies = await Promise.all(Array.from({ length: count }, () => client.rateLimitCheck(numKeys, ...args)));
-  // reply: per rule allowed, remaining, retry, reset; admitted when every rule allowed
-  // the reply ends with the healed keys and their count (none here)
-  const admitted = replies.filter((reply) => reply.slice(0, -1).every((value, i) => i % 4 !== 0 || value === 1)).length;
+  const replies = await Promise.all(Array.from({ length: count }, () => client.rateLimitCheckBuffer(numKeys, ...args)));
+  // reply[0]: per rule 25 bytes, the first of them `allowed`; admitted when every rule allowed
+  const admitted = replies.filter(([records]) => records.every((value, i) => i % 25 !== 0 || value === 1)).length;
   process.stdout.write(`${JSON.stringify({ admitted })}\n`);
   await client.quit();
   process.exit(0);
