@@ -24,6 +24,15 @@ end
 
 local function finite(value) return value == value and value > -math.huge and value < math.huge end
 
+local format = string.format
+-- A whole number (a time in ms) as a command argument. Redis writes a Lua number out with
+-- '%.17g', which costs it more than the rest of a SET; '%d' costs a third of that. Anything but
+-- a whole number within 2^53 stays a number, as before.
+local function whole(n)
+  if n % 1 == 0 and n < 9007199254740992 and n > -9007199254740992 then return format('%d', n) end
+  return n
+end
+
 -- When the block stored as \`stored\` ends, if it is a block that has not ended.
 local function block_end(stored)
   if #stored ~= 9 or string.byte(stored, 1) ~= 98 then return nil end
@@ -33,13 +42,13 @@ local function block_end(stored)
 end
 
 local function write_block(key, ends)
-  redis.call('SET', key, 'b' .. struct.pack('<d', ends), 'PXAT', ends)
+  redis.call('SET', key, 'b' .. struct.pack('<d', ends), 'PXAT', whole(ends))
 end
 
 -- Commits packed state: expiring at \`expires_at\`, or keeping the key's expiry if that is nil.
 local function set_state(key, packed, expires_at)
   if expires_at then
-    redis.call('SET', key, packed, 'PXAT', expires_at)
+    redis.call('SET', key, packed, 'PXAT', whole(expires_at))
   else
     redis.call('SET', key, packed, 'KEEPTTL')
   end
