@@ -29,7 +29,7 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * State that cannot be read (another type, a truncated string) is deleted and counts as none:
  * one client's bad key must cost that client a fresh start, not every client of the batch an error.
  *
- * An algorithm's verdict comes with `commit` and up to two arguments for it: `commit(key, a, b)`
+ * An algorithm's verdict comes with `commit` and up to three arguments for it: `commit(key, a, b, c)`
  * writes the state if the whole check is admitted. A shared function and its arguments, rather
  * than a closure per check, which Redis would allocate and collect.
  *
@@ -68,11 +68,11 @@ local last = #ARGV
 local function decide_one(rule)
   current_key = key
   local k = KEYS[key]
-  local allowed, remaining, retry_after, reset, commit, a, b = rule[1](k, now, rule[2], rule[3], rule[4], 1)
+  local allowed, remaining, retry_after, reset, commit, a, b, c = rule[1](k, now, rule[2], rule[3], rule[4], 1)
   if blocked_until then
     allowed, remaining, retry_after, reset = 0, 0, blocked_until - now, blocked_until - now
   elseif allowed == 1 then
-    commit(k, a, b)
+    commit(k, a, b, c)
   elseif rule[6] > 0 and rule[5] >= 1 then
     write_block(k, now + rule[6])
     remaining, retry_after, reset = 0, rule[6], rule[6]
@@ -82,14 +82,14 @@ end
 
 -- n rules, numbered in ARGV from first_rule: committed only if every one admits.
 local function decide_all(cost, first_rule)
-  local commits, firsts, seconds, blocks = {}, {}, {}, {}
+  local commits, blocks = {}, {}
   local all_allowed = true
   for i = 1, n do
     local rule = rules[tonumber(ARGV[first_rule + i - 1])]
     current_key = key + i - 1
     blocked_until = nil
     local k = KEYS[current_key]
-    local allowed, remaining, retry_after, reset, commit, a, b = rule[1](k, now, rule[2], rule[3], rule[4], cost)
+    local allowed, remaining, retry_after, reset, commit, a, b, c = rule[1](k, now, rule[2], rule[3], rule[4], cost)
     if blocked_until then
       allowed, remaining, retry_after, reset = 0, 0, blocked_until - now, blocked_until - now
       all_allowed = false
@@ -101,11 +101,14 @@ local function decide_all(cost, first_rule)
         remaining, retry_after, reset = 0, rule[6], rule[6]
       end
     end
-    commits[i], firsts[i], seconds[i] = commit, a, b
+    commits[i] = { commit, k, a, b, c }
     records[r + i] = pack('<Bddd', allowed, remaining, retry_after, reset)
   end
   if all_allowed then
-    for i = 1, n do commits[i](KEYS[key + i - 1], firsts[i], seconds[i]) end
+    for i = 1, n do
+      local w = commits[i]
+      w[1](w[2], w[3], w[4], w[5])
+    end
   else
     for b = 1, #blocks, 2 do write_block(blocks[b], blocks[b + 1]) end
   end

@@ -86,26 +86,6 @@ local function blocked_or_healed(key)
   return false
 end
 
--- A sliding-log member: the running count of units before and after its request.
-local function log_entry(member)
-  if type(member) ~= 'string' or #member ~= 16 then return nil end
-  local before, after = struct.unpack('>dd', member)
-  if finite(before) and finite(after) then return before, after end
-  return nil
-end
-
--- The rank of the oldest sliding-log member whose running count reaches \`target\`: members are
--- in order of both time and running count, so a binary search by rank finds it.
-local function rank_reaching(key, target)
-  local low, high = 0, redis.call('ZCARD', key) - 1
-  while low < high do
-    local middle = math.floor((low + high) / 2)
-    local _, after = log_entry(redis.call('ZRANGE', key, middle, middle)[1])
-    if after and after >= target then high = middle else low = middle + 1 end
-  end
-  return low
-end
-
 -- A verdict, overridden by a block found while reading the state: denied until it ends.
 local function unless_blocked(allowed, remaining, retry_after, reset, commit)
   if not blocked_until then return allowed, remaining, retry_after, reset, commit, false end
