@@ -22,9 +22,11 @@ export class RedisCheckBatch {
   readonly pending: PendingCheck[] = [];
   private readonly rules = new Map<RateLimitRule, number>();
   private readonly ruleArgs: (string | number)[] = [];
-  private readonly checkArgs: (string | number)[] = [];
+  private readonly checkArgs: number[] = [];
   /** The one algorithm code of every rule so far, or null once they differ. */
   private code: string | null | undefined;
+  /** Whether every check so far is the usual one: one rule, cost 1. */
+  private usualOnly = true;
 
   /** One instant for the whole batch; undefined lets the script read the server's TIME. */
   constructor(readonly now?: number) {}
@@ -33,7 +35,10 @@ export class RedisCheckBatch {
     const { checks, cost } = check;
     this.pending.push(check);
     const single = checks.length === 1 && cost === 1;
-    if (!single) this.checkArgs.push(-checks.length, cost);
+    if (!single) {
+      this.checkArgs.push(-checks.length, cost);
+      this.usualOnly = false;
+    }
     for (const { key, rule } of checks) {
       this.keys.push(key);
       let index = this.rules.get(rule);
@@ -56,6 +61,10 @@ export class RedisCheckBatch {
 
   /** ARGV, after the keys. */
   arguments(): (string | number)[] {
+    // Only usual checks: their rule numbers as one string, a character each (under 128: one byte).
+    if (this.usualOnly && this.rules.size < 128) {
+      return [this.now ?? '', -this.rules.size, ...this.ruleArgs, String.fromCharCode(...this.checkArgs)];
+    }
     return [this.now ?? '', this.rules.size, ...this.ruleArgs, ...this.checkArgs];
   }
 }

@@ -10,7 +10,8 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * ARGV: now (ms, or '' for the server's TIME), the number of distinct rules R, R times (algorithm
  * code, limit, window, burst, capacity, blockFor ms or 0), then per check either one rule number
  * (the usual check: one rule, cost 1) or -n, the cost and n rule numbers. Redis pays for every
- * argument, hence the short form.
+ * argument, hence the short form, and the shortest: when every check is the usual one, R is sent
+ * as -R and the checks' rule numbers follow as one string, a character each.
  *
  * A key under a block is denied until it ends (see redis-lua-prelude.ts). A rule with `blockFor`
  * that denies a request it could ever admit blocks its key, after the check's reads.
@@ -49,6 +50,8 @@ ${algorithms.map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.l
 
 local rules = {}
 local rule_count = tonumber(ARGV[2])
+local usual_only = rule_count < 0
+if usual_only then rule_count = -rule_count end
 for r = 1, rule_count do
   local at = 3 + (r - 1) * 6
   rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]) }
@@ -63,6 +66,10 @@ local FAILED = pack('<Bddd', 2, 0, 0, 0)
 -- the next check's arguments start.
 local r, key, at, n, next_at = 0, 1, 3 + rule_count * 6, 1, 0
 local last = #ARGV
+-- Every check the usual one: \`at\` is a character of that string instead.
+local heads = nil
+if usual_only then heads, at = ARGV[at], 1 last = #heads end
+local byte = string.byte
 
 -- The usual check: one rule, cost 1.
 local function decide_one(rule)
@@ -117,6 +124,15 @@ end
 -- Decides the checks from the current one to the last. An error stops it at the check that
 -- raised it; the loop below records the failure and resumes after it: one pcall per batch.
 local function decide_from_here()
+  if heads then
+    while at <= last do
+      blocked_until = nil
+      n, next_at = 1, at + 1
+      decide_one(rules[byte(heads, at)])
+      r, key, at = r + 1, key + 1, at + 1
+    end
+    return
+  end
   while at <= last do
     blocked_until = nil
     local head = tonumber(ARGV[at])
