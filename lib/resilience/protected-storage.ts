@@ -11,6 +11,8 @@ interface WaitingCall {
   readonly sentAt: number;
   /** Start of its current waiting period: a sign of life from the storage starts another. */
   since: number;
+  /** How many answers the storage had given when that period began. */
+  answersSince: number;
   settled: boolean;
   resolve(value: unknown): void;
   reject(error: unknown): void;
@@ -28,8 +30,8 @@ interface WaitingCall {
  * let the burst through uncounted.
  */
 export class ProtectedStorage {
-  /** When the storage last answered (performance.now()): proof of life for calls still waiting. */
-  private lastAnswerAt = -Infinity;
+  /** Answers the storage has given so far: proof of life for calls still waiting (cheaper than a clock). */
+  private answers = 0;
   /**
    * Calls waiting for an answer, oldest first, from index `first`: one timer watches them all
    * (a timer per call cost more than the rest of a Redis check on this side).
@@ -71,13 +73,13 @@ export class ProtectedStorage {
     const sentAt = performance.now();
     let call!: WaitingCall;
     const promise = new Promise<T>((resolve, reject) => {
-      call = { sentAt, since: sentAt, settled: false, resolve: resolve as (value: unknown) => void, reject };
+      call = { sentAt, since: sentAt, answersSince: this.answers, settled: false, resolve: resolve as (value: unknown) => void, reject };
     });
     this.waiting.push(call);
     if (this.watchdog === undefined) this.watch(this.timeoutMs);
     answer.then(
       (result) => {
-        this.lastAnswerAt = performance.now();
+        this.answers++;
         if (!this.settle(call)) return;
         this.breaker.success();
         call.resolve(result);
@@ -85,7 +87,7 @@ export class ProtectedStorage {
       (error: unknown) => {
         // a check that failed on its own came with an answer: the storage is up
         const answered = error instanceof CheckFailedError;
-        if (answered) this.lastAnswerAt = performance.now();
+        if (answered) this.answers++;
         if (!this.settle(call)) return;
         if (answered) this.breaker.success();
         else this.breaker.failure();
@@ -143,10 +145,11 @@ export class ProtectedStorage {
         nextDue = Math.min(nextDue, call.since + timeoutMs);
         continue;
       }
-      const alive = this.lastAnswerAt > call.since;
+      const alive = this.answers > call.answersSince;
       const starved = now - call.since > timeoutMs * 1.5;
       if ((alive || starved) && now - call.sentAt < this.maxWaitMs) {
         call.since = now;
+        call.answersSince = this.answers;
         nextDue = Math.min(nextDue, now + timeoutMs);
         continue;
       }
