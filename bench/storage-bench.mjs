@@ -361,7 +361,7 @@ async function redisMemoryUsage(lib, redis, settings) {
   const logKey = storageKeyBase('rl', identity15(0)) + logRule.keySuffix;
   let allowed = 0;
   for (let i = 0; i < 100; i++) if ((await storage.check([{ key: logKey, rule: logRule }], 1)).allowed) allowed++;
-  const logFull = { bytes: await average([logKey]), entries: await admin.zcard(logKey), allowed, encoding: await admin.object('ENCODING', logKey) };
+  const logFull = { bytes: await average([logKey]), entries: await admin.llen(logKey), allowed, encoding: await admin.object('ENCODING', logKey) };
   await storage.close();
 
   await admin.flushdb();

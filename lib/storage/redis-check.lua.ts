@@ -22,8 +22,8 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  *   computed them, unrounded (the app rounds them as for memory). One string, because Redis
  *   turning a table of numbers into a reply, and ioredis parsing it, cost more than deciding.
  * - errors: the error text of each check that raised one, in order. Such a check committed
- *   nothing: reads come before commits, and a commit only SETs a string or adds to a sorted set
- *   it has just read. (A read may drop state that counts as none anyway: expired log entries,
+ *   nothing: reads come before commits, and a commit only SETs a string or appends to a list it
+ *   has just read. (A read may drop state that counts as none anyway: expired log entries,
  *   unreadable state.)
  * - healed: the numbers (1-based) of the keys whose state could not be read and was dropped.
  *

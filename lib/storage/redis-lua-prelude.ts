@@ -72,8 +72,8 @@ local function state(key, size, format)
   return nil
 end
 
--- For a key that should hold a sorted set but does not: true if it holds a block (blocked_until
--- set); otherwise the key is dropped (healed, unless it was an ended block) and false.
+-- For a key that should hold the sliding log's list but does not: true if it holds a block
+-- (blocked_until set); otherwise the key is dropped (healed, unless it was an ended block) and false.
 local function blocked_or_healed(key)
   local stored = redis.pcall('GET', key)
   if type(stored) == 'string' and #stored == 9 and string.byte(stored, 1) == 98 then

@@ -55,12 +55,17 @@ const BAD_STATE: { name: string; algorithm: AlgorithmName; write: (client: Redis
     write: (client, key) => client.set(key, Buffer.from([0, 0, 0, 0, 0, 0, 0xf8, 0x7f])),
   },
   {
-    name: "a string where the sliding log's sorted set belongs",
+    name: "a string where the sliding log's list belongs",
     algorithm: 'sliding-window-log',
-    write: (client, key) => client.set(key, 'not a sorted set'),
+    write: (client, key) => client.set(key, 'not a list'),
   },
   {
-    name: 'a sorted set with a member the sliding log cannot read',
+    name: 'a list with an entry the sliding log cannot read',
+    algorithm: 'sliding-window-log',
+    write: (client, key) => client.rpush(key, 'junk'),
+  },
+  {
+    name: 'a sorted set where the sliding log keeps a list (the format earlier versions wrote)',
     algorithm: 'sliding-window-log',
     write: (client, key, now) => client.zadd(key, now, 'junk'),
   },
