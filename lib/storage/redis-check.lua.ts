@@ -66,9 +66,13 @@ local FAILED = pack('<Bddd', 2, 0, 0, 0)
 -- the next check's arguments start.
 local r, key, at, n, next_at = 0, 1, 3 + rule_count * 6, 1, 0
 local last = #ARGV
--- Every check the usual one: \`at\` is a character of that string instead.
+-- When every check is the usual one, their rule numbers are the characters of one argument, and
+-- \`at\` counts characters.
 local heads = nil
-if usual_only then heads, at = ARGV[at], 1 last = #heads end
+if usual_only then
+  heads, at = ARGV[at], 1
+  last = #heads
+end
 local byte = string.byte
 
 -- The usual check: one rule, cost 1.
@@ -113,8 +117,8 @@ local function decide_all(cost, first_rule)
   end
   if all_allowed then
     for i = 1, n do
-      local w = commits[i]
-      w[1](w[2], w[3], w[4], w[5])
+      local commit, k, a, b, c = unpack(commits[i], 1, 5)
+      commit(k, a, b, c)
     end
   else
     for b = 1, #blocks, 2 do write_block(blocks[b], blocks[b + 1]) end
