@@ -44,7 +44,8 @@ export class AlgorithmOutcome {
  * expired) and fills `out`, writing nothing; the storage stores `out` if every rule admits.
  *
  * Redis: `lua` is a Lua expression whose value is a `function(key, now, limit, window, burst, cost)`
- * returning `allowed (0|1), remaining, retryAfterMs, resetMs, commit`; `commit()` writes.
+ * returning `allowed (0|1), remaining, retryAfterMs, resetMs, commit, a, b, c`; `commit(key, a, b, c)`
+ * writes (a shared function such as the prelude's `set_state`, not a closure per check).
  *
  * `adjust` and `luaAdjust` (`function(key, now, limit, window, burst, units)`, which writes) charge
  * `units` whatever the limit, or give `-units` back when negative, never past a fresh state.
