@@ -1,10 +1,10 @@
 /**
- * A flat copy of a string. A concatenation is a tree of pieces and a slice keeps its whole parent
- * alive, so a string kept for long (a cache key, a stored key) is copied first: it then costs its
- * own length (and one character) and nothing else. V8 flattens `' ' + value` into a new string
- * before slicing it, which copies any string, lone surrogates included, about five times faster
- * than a JSON round trip: it runs for every client seen for the first time.
+ * A flat copy of a string: a new sequential string holding its characters and nothing else. A
+ * concatenation is a tree of pieces and a slice keeps its whole parent alive, so a string kept for
+ * long (a cache key, a stored key) is copied first. Joining two pieces writes them into one new
+ * string, where `(' ' + value).slice(1)` would keep a slice of a copy (32 bytes more per key) and a
+ * JSON round trip costs five times as much: it runs for every client seen for the first time.
  */
 export function flatCopy(value: string): string {
-  return (' ' + value).slice(1);
+  return [value.slice(0, 1), value.slice(1)].join('');
 }
