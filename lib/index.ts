@@ -60,6 +60,7 @@ export type {
   RateLimitKeyFunction,
   RateLimitKey,
 } from './keys/rate-limit-key-resolver.interface.js';
+export { PrefixedKeyResolver } from './keys/prefixed-key-resolver.js';
 export { IpKeyResolver } from './keys/ip.key-resolver.js';
 export { HeaderKeyResolver } from './keys/header.key-resolver.js';
 export { UserKeyResolver } from './keys/user.key-resolver.js';

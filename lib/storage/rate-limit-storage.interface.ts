@@ -11,8 +11,9 @@ export interface RateLimitCheck {
   readonly rule: RateLimitRule;
   /**
    * Scratch space a storage may use to find the key's state again without a lookup (MemoryStorage:
-   * its slot). Present (-1 at first) on the checks the guard reuses per client; a storage must
-   * validate it, since several storages may see one check.
+   * its slot). Present (-1 at first) only on the checks a rule set builds, and reuses per client,
+   * whose keys are flat strings of their own; a storage must validate it, since several storages
+   * may see one check.
    */
   hint?: number;
 }

@@ -4,6 +4,7 @@ import { InternalServerErrorException, Logger, type ExecutionContext } from '@ne
 import { ModuleRef, Reflector } from '@nestjs/core';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
 import {
+  PrefixedKeyResolver,
   RateLimit,
   RateLimitExceededException,
   RateLimitGuard,
@@ -77,6 +78,32 @@ class PlainController {
   plain() {}
 }
 
+/** A resolver by value: the guard looks its clients up by `value` alone. */
+class TenantResolver extends PrefixedKeyResolver {
+  readonly prefix = 'tenant';
+  values: string[] = [];
+  value(ctx: ExecutionContext) {
+    const tenant = ctx.switchToHttp().getRequest().headers['x-tenant'];
+    this.values.push(tenant);
+    return tenant;
+  }
+}
+/** Overrides `resolve`: the guard must ask it, never take its value directly. */
+class UppercaseTenantResolver extends TenantResolver {
+  resolve(ctx: ExecutionContext) {
+    const tenant = this.value(ctx);
+    return tenant ? `tenant:${tenant.toUpperCase()}` : undefined;
+  }
+}
+const tenants = new TenantResolver();
+const uppercaseTenants = new UppercaseTenantResolver();
+class TenantController {
+  @RateLimit('5/minute', { key: tenants })
+  byValue() {}
+  @RateLimit('5/minute', { key: uppercaseTenants })
+  byResolve() {}
+}
+
 function setup(options: RateLimitModuleOptions = {}) {
   const storage = new FakeStorage();
   const config = resolveConfig(options);
@@ -115,6 +142,20 @@ describe('RateLimitGuard', () => {
       'ratelimit-policy': '"LimitedController.inherits";q=10;w=60',
       ratelimit: '"LimitedController.inherits";r=9;t=60',
     });
+  });
+
+  it('looks a PrefixedKeyResolver client up by its value, with the same keys, and asks a subclass that overrides resolve', () => {
+    const { storage, run } = setup();
+    expect(run(TenantController, 'byValue', { 'x-tenant': 'acme' }).result).toBe(true);
+    expect(run(TenantController, 'byValue', { 'x-tenant': 'acme' }).result).toBe(true);
+    expect(storage.calls[0].checks).toBe(storage.calls[1].checks); // one cached entry per client
+    expect(storage.calls[0].checks.map((c) => c.key)).toEqual([`rl:{tenant:acme}:${routeId('TenantController.byValue')}:fw1m`]);
+    expect(run(TenantController, 'byValue').result).toBe(true); // no value: the client IP
+    expect(storage.calls[2].checks.map((c) => c.key)).toEqual([`rl:{ip:203.0.113.9}:${routeId('TenantController.byValue')}:fw1m`]);
+    expect(tenants.values).toEqual(['acme', 'acme', undefined]);
+
+    expect(run(TenantController, 'byResolve', { 'x-tenant': 'acme' }).result).toBe(true);
+    expect(storage.calls[3].checks.map((c) => c.key)).toEqual([`rl:{tenant:ACME}:${routeId('TenantController.byResolve')}:fw1m`]);
   });
 
   it("uses a handler's decorator instead of its controller's", () => {
