@@ -90,7 +90,7 @@ class TenantResolver extends PrefixedKeyResolver {
 }
 /** Overrides `resolve`: the guard must ask it, never take its value directly. */
 class UppercaseTenantResolver extends TenantResolver {
-  resolve(ctx: ExecutionContext) {
+  override resolve(ctx: ExecutionContext) {
     const tenant = this.value(ctx);
     return tenant ? `tenant:${tenant.toUpperCase()}` : undefined;
   }
