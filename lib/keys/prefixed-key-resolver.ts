@@ -3,7 +3,7 @@ import type { RateLimitKeyResolver } from './rate-limit-key-resolver.interface.j
 
 /**
  * A built-in resolver whose identities are `<prefix>:<value>`. The guard looks such a client up
- * by its value alone (RuleSet.checksOf): concatenating `<prefix>:<value>` on every request, and
+ * by its value alone (RuleSet.byValue): concatenating `<prefix>:<value>` on every request, and
  * hashing that fresh string, cost more than a memory-storage check. A subclass that overrides
  * `resolve` is asked through `resolve`, as any other resolver.
  */

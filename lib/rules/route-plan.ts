@@ -22,7 +22,7 @@ export interface RoutePlan {
   readonly identify: (context: ExecutionContext) => MaybePromise<string>;
   /**
    * The common case in one step, when the rules are fixed and the key resolver is built in (or
-   * the client IP): the request's checks, found by the resolver's value (RuleSet.checksOf).
+   * the client IP): the request's checks, found by the resolver's value (RuleSet.byValue).
    */
   readonly quick?: {
     readonly rules: RuleSet;

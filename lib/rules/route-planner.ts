@@ -155,13 +155,15 @@ export class RoutePlanner implements OnModuleInit {
    */
   private quickLookup(resolver: RateLimitKeyResolver | RateLimitKeyFunction | undefined, rules: RuleSet): RoutePlan['quick'] {
     const ip = this.ipResolver;
-    if (resolver === undefined) return { rules, checks: (context) => rules.checksOf(ip.prefix, ip.value(context)) };
+    const byIp = rules.byValue(ip.prefix);
+    if (resolver === undefined) return { rules, checks: (context) => byIp(ip.value(context)) };
     if (typeof resolver === 'function' || !PrefixedKeyResolver.byValue(resolver)) return undefined;
+    const byResolver = rules.byValue(resolver.prefix);
     return {
       rules,
       checks: (context) => {
         const value = resolver.value(context);
-        return value ? rules.checksOf(resolver.prefix, value) : rules.checksOf(ip.prefix, ip.value(context));
+        return value ? byResolver(value) : byIp(ip.value(context));
       },
     };
   }

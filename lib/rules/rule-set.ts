@@ -21,7 +21,7 @@ export class RuleSet {
   readonly policy: string;
   readonly rules: readonly RateLimitRule[];
   private readonly checks: ChecksByIdentity = new Map();
-  /** The clients of each prefixed resolver (`checksOf`), by value; as many maps as resolvers. */
+  /** The clients of each prefixed resolver (`byValue`), by value; as many maps as resolvers. */
   private readonly byPrefix = new Map<string, ChecksByIdentity>();
 
   constructor(
@@ -41,15 +41,18 @@ export class RuleSet {
   }
 
   /**
-   * The checks for identity `<prefix>:<value>`, found by the value alone. A fresh concatenation
-   * would be flattened and hashed on every request; the value, as a header parser made it, is
-   * only hashed.
+   * Finds the checks for identity `<prefix>:<value>` by the value alone; made once per route,
+   * so a request pays one lookup. A fresh concatenation would be flattened and hashed on every
+   * request; the value, as a header parser made it, is only hashed.
    */
-  checksOf(prefix: string, value: string): readonly RateLimitCheck[] {
-    if (this.cache === undefined || prefix.length + 1 + value.length > MAX_CACHED_IDENTITY) return this.build(`${prefix}:${value}`);
+  byValue(prefix: string): (value: string) => readonly RateLimitCheck[] {
     let clients = this.byPrefix.get(prefix);
     if (clients === undefined) this.byPrefix.set(prefix, (clients = new Map()));
-    return clients.get(value) ?? this.remember(clients, value, prefix);
+    const table = clients;
+    return (value) => {
+      if (this.cache === undefined || prefix.length + 1 + value.length > MAX_CACHED_IDENTITY) return this.build(`${prefix}:${value}`);
+      return table.get(value) ?? this.remember(table, value, prefix);
+    };
   }
 
   /** Builds and caches the checks of a client first seen; `prefix`: `lookup` is a prefixed resolver's value. */
