@@ -274,16 +274,18 @@ interface ScenarioA {
   bareRps?: number;
 }
 
+/** Scenario A's load, which B's probe and P repeat: `/quote`, every API key in turn, closed loop. */
+const loadQuotes = (port: number, durationSec: number) =>
+  saturate({ port, path: '/quote', keys: settings.keys, connections: settings.connections, durationSec });
+
 async function scenarioA(redis: PrivateRedis): Promise<ScenarioA> {
   const contenders = selected(A_CONTENDERS);
-  const load = (port: number, durationSec: number) =>
-    saturate({ port, path: '/quote', keys: settings.keys, connections: settings.connections, durationSec });
   const rounds = await runRounds(
     'A',
     redis,
     contenders,
-    (port) => load(port, settings.warmupSec),
-    (port) => load(port, settings.durationSec),
+    (port) => loadQuotes(port, settings.warmupSec),
+    (port) => loadQuotes(port, settings.durationSec),
     ({ result, redis: calls }) =>
       `${fmt.int(result.rps)} req/s  p50 ${fmt.ms(result.latency.p50)}  p99 ${fmt.ms(result.latency.p99)} ms  ` +
       `[${statusText(result.status)}]` + (calls.total ? `  redis ${fmt.per(calls.total / result.responses)}/req: ${commandText(calls)}` : ''),
@@ -353,10 +355,8 @@ async function scenarioB(redis: PrivateRedis, bareRps: number | undefined): Prom
   if (rate === undefined) {
     if (bareRps === undefined) {
       log('B needs bare saturation req/s; measuring it once (scenario A was not run)');
-      const load = (port: number, durationSec: number) =>
-        saturate({ port, path: '/quote', keys: settings.keys, connections: settings.connections, durationSec });
       await untilQuiet(redis);
-      const probe = await measureOnce(contender('bare'), redis, (port) => load(port, settings.warmupSec), (port) => load(port, settings.durationSec));
+      const probe = await measureOnce(contender('bare'), redis, (port) => loadQuotes(port, settings.warmupSec), (port) => loadQuotes(port, settings.durationSec));
       bareRps = probe.result.rps;
       log(`B bare saturation: ${fmt.int(bareRps)} req/s  ${cpuText(probe.cpu)}`);
     }
@@ -502,14 +502,12 @@ const shareText = (n: number) => (Number.isFinite(n) ? `${(n * 100).toFixed(1)}%
 
 async function scenarioP(redis: PrivateRedis): Promise<ScenarioP> {
   const contenders = selected(P_CONTENDERS);
-  const load = (port: number, durationSec: number) =>
-    saturate({ port, path: '/quote', keys: settings.keys, connections: settings.connections, durationSec });
   const rounds = await runRounds(
     'P',
     redis,
     contenders,
-    (port) => load(port, settings.warmupSec),
-    (port) => load(port, settings.durationSec),
+    (port) => loadQuotes(port, settings.warmupSec),
+    (port) => loadQuotes(port, settings.durationSec),
     ({ result, profile }) =>
       `limiter ${shareText(profile!.share)} of ${fmt.int(profile!.busy)} busy samples (gc ${shareText(profile!.gc / profile!.busy)}, ` +
       `program ${shareText(profile!.program / profile!.busy)})  ${fmt.int(result.rps)} req/s under the profiler  [${statusText(result.status)}]`,

@@ -161,27 +161,20 @@ export function limiterShare(dir: string, isLimiter: FrameMatcher, fromUs: numbe
   }
   const profile = JSON.parse(readFileSync(join(dir, files[0]), 'utf8')) as CpuProfile;
 
-  // Walk the call tree from its root: for every node, the innermost limiter frame at or above it.
+  // Walk the call tree from its root: for every node, the innermost limiter frame at or above it,
+  // and whether a frame of an unused feature is at or above it.
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const innermost = new Map<number, ProfileNode | null>();
-  const childIds = new Set(profile.nodes.flatMap((n) => n.children ?? []));
-  const stack: [ProfileNode, ProfileNode | null][] = profile.nodes.filter((n) => !childIds.has(n.id)).map((n) => [n, null]);
-  while (stack.length) {
-    const [node, above] = stack.pop()!;
-    const mine = isLimiter(node.callFrame) ? node : above;
-    innermost.set(node.id, mine);
-    for (const id of node.children ?? []) stack.push([byId.get(id)!, mine]);
-  }
-  // Nodes with a frame of an unused feature at or above them.
   const unusedNodes = new Set<number>();
-  if (isUnused) {
-    const walk: [ProfileNode, boolean][] = profile.nodes.filter((n) => !childIds.has(n.id)).map((n) => [n, false]);
-    while (walk.length) {
-      const [node, above] = walk.pop()!;
-      const marked = above || isUnused(node.callFrame);
-      if (marked) unusedNodes.add(node.id);
-      for (const id of node.children ?? []) walk.push([byId.get(id)!, marked]);
-    }
+  const childIds = new Set(profile.nodes.flatMap((n) => n.children ?? []));
+  const stack: [ProfileNode, ProfileNode | null, boolean][] = profile.nodes.filter((n) => !childIds.has(n.id)).map((n) => [n, null, false]);
+  while (stack.length) {
+    const [node, above, unusedAbove] = stack.pop()!;
+    const mine = isLimiter(node.callFrame) ? node : above;
+    const unusedHere = unusedAbove || (isUnused?.(node.callFrame) ?? false);
+    innermost.set(node.id, mine);
+    if (unusedHere) unusedNodes.add(node.id);
+    for (const id of node.children ?? []) stack.push([byId.get(id)!, mine, unusedHere]);
   }
   let unused = 0;
 
