@@ -50,6 +50,11 @@ export class AlgorithmOutcome {
  * `adjust` and `luaAdjust` (`function(key, now, limit, window, burst, units)`, which writes) charge
  * `units` whatever the limit, or give `-units` back when negative, never past a fresh state.
  *
+ * `refund` and `luaRefund` (`function(key, now, limit, window, burst, cost, charged_at)`, which
+ * writes) give back what a check admitted at `charged_at` took, as far as it still counts: a
+ * window's units only in the window that took them (the log: the very entry), a bucket's only
+ * the part that has not drained since. A refund never makes room the charge did not take.
+ *
  * Both halves evaluate the same expressions in the same order on IEEE doubles, and Lua stores
  * state as packed doubles (`struct.pack`) or as digits that read back as the same doubles, so
  * they agree to the bit. The conformance suite holds them to it.
@@ -68,6 +73,13 @@ export interface RateLimitAlgorithm {
    * means the state is now the same as none. A list-based algorithm edits `log` in place instead.
    */
   adjust(state: Float64Array, at: number, now: number, rule: AlgorithmRule, units: number, out: AlgorithmOutcome, log?: number[]): void;
+  /**
+   * Fills `out` with the state once `cost` units charged at `chargedAt` (the storage's clock when
+   * it admitted them) are given back, as far as they still count; a list-based algorithm edits
+   * `log` in place instead. False when nothing of the charge counts any more: the state stays.
+   */
+  refund(state: Float64Array, at: number, now: number, rule: AlgorithmRule, cost: number, chargedAt: number, out: AlgorithmOutcome, log?: number[]): boolean;
+  readonly luaRefund: string;
   /** For algorithms whose state is a list (one entry per unit) rather than numbers. */
   readonly log?: {
     /** Applies an admitted `out` to the key's list. */

@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { FIXED_WINDOW_ADJUST_LUA, FIXED_WINDOW_LUA } from './fixed-window.lua.js';
+import { FIXED_WINDOW_ADJUST_LUA, FIXED_WINDOW_LUA, FIXED_WINDOW_REFUND_LUA } from './fixed-window.lua.js';
 
 /** At most `limit` units in each window aligned to the epoch. State: window end, count. */
 export const fixedWindow: RateLimitAlgorithm = {
@@ -8,6 +8,7 @@ export const fixedWindow: RateLimitAlgorithm = {
   usesBurst: false,
   lua: FIXED_WINDOW_LUA,
   luaAdjust: FIXED_WINDOW_ADJUST_LUA,
+  luaRefund: FIXED_WINDOW_REFUND_LUA,
   check(state, at, now, { limit, windowMs }, cost, out) {
     const windowEnd = now - (now % windowMs) + windowMs;
     const count = at >= 0 && state[at] === windowEnd ? state[at + 1] : 0;
@@ -30,5 +31,13 @@ export const fixedWindow: RateLimitAlgorithm = {
     const count = at >= 0 && state[at] === windowEnd ? state[at + 1] : 0;
     out.expiresAt = windowEnd;
     out.a = Math.max(0, count + units);
+  },
+  refund(state, at, now, { windowMs }, cost, chargedAt, out) {
+    const windowEnd = now - (now % windowMs) + windowMs;
+    // units of an earlier window went with it: giving them back here would make room twice
+    if (at < 0 || state[at] !== windowEnd || chargedAt - (chargedAt % windowMs) + windowMs !== windowEnd) return false;
+    out.expiresAt = windowEnd;
+    out.a = Math.max(0, state[at + 1] - cost);
+    return true;
   },
 };

@@ -75,6 +75,15 @@ export const FIXED_WINDOW_LUA = `(function()
   end
 end)()`;
 
+export const FIXED_WINDOW_REFUND_LUA = `(function()
+  ${WINDOW_STATE}
+  return function(key, now, limit, window, burst, cost, charged_at)
+    local window_end, window_number, count, same_window = current(key, now, window)
+    if not same_window or charged_at - (charged_at % window) + window ~= window_end then return end
+    redis.call('SET', key, pack(math.max(0, count - cost), window_number), 'KEEPTTL')
+  end
+end)()`;
+
 export const FIXED_WINDOW_ADJUST_LUA = `(function()
   ${WINDOW_STATE}
   return function(key, now, limit, window, burst, units)

@@ -1,5 +1,6 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { GCRA_ADJUST_LUA, GCRA_LUA } from './gcra.lua.js';
+import { GCRA_ADJUST_LUA, GCRA_LUA, GCRA_REFUND_LUA } from './gcra.lua.js';
+import { undrained } from './undrained.js';
 
 /**
  * Generic cell rate algorithm: one unit per emission interval (window / limit), with a tolerance
@@ -11,6 +12,7 @@ export const gcra: RateLimitAlgorithm = {
   usesBurst: true,
   lua: GCRA_LUA,
   luaAdjust: GCRA_ADJUST_LUA,
+  luaRefund: GCRA_REFUND_LUA,
   check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const interval = windowMs / limit;
     // An expired state has tat <= now, so this agrees with Lua's max(stored, now).
@@ -39,5 +41,11 @@ export const gcra: RateLimitAlgorithm = {
     const tat = Math.max(now, base + units * interval);
     out.expiresAt = now + Math.ceil(tat - now);
     out.a = tat;
+  },
+  refund(state, at, now, rule, cost, chargedAt, out) {
+    const units = undrained(now, chargedAt, rule, cost);
+    if (at < 0 || units <= 0) return false;
+    this.adjust(state, at, now, rule, -units, out);
+    return true;
   },
 };

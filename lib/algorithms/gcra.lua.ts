@@ -28,3 +28,9 @@ export const GCRA_ADJUST_LUA = `function(key, now, limit, window, burst, units)
   if until_idle <= 0 then redis.call('DEL', key) return end
   redis.call('SET', key, struct.pack('<d', tat), 'PXAT', now + until_idle)
 end`;
+
+/** Gives back what of a charge has not drained: see undrained.ts. */
+export const GCRA_REFUND_LUA = `function(key, now, limit, window, burst, cost, charged_at)
+  local units = undrained(now, charged_at, limit, window, cost)
+  if units > 0 then adjusts['gc'](key, now, limit, window, burst, -units) end
+end`;

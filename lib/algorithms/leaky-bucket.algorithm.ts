@@ -1,5 +1,6 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { LEAKY_BUCKET_ADJUST_LUA, LEAKY_BUCKET_LUA } from './leaky-bucket.lua.js';
+import { LEAKY_BUCKET_ADJUST_LUA, LEAKY_BUCKET_LUA, LEAKY_BUCKET_REFUND_LUA } from './leaky-bucket.lua.js';
+import { undrained } from './undrained.js';
 
 /**
  * A meter that drains at `limit` per window and holds `burst`; a unit that would overflow it is
@@ -11,6 +12,7 @@ export const leakyBucket: RateLimitAlgorithm = {
   usesBurst: true,
   lua: LEAKY_BUCKET_LUA,
   luaAdjust: LEAKY_BUCKET_ADJUST_LUA,
+  luaRefund: LEAKY_BUCKET_REFUND_LUA,
   check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const level = at < 0 ? 0 : Math.max(0, state[at + 1] - ((now - state[at + 2]) * limit) / windowMs);
     if (level + cost <= burst) {
@@ -38,5 +40,11 @@ export const leakyBucket: RateLimitAlgorithm = {
     out.expiresAt = now + Math.ceil((filled * windowMs) / limit);
     out.a = filled;
     out.b = now;
+  },
+  refund(state, at, now, rule, cost, chargedAt, out) {
+    const units = undrained(now, chargedAt, rule, cost);
+    if (at < 0 || units <= 0) return false;
+    this.adjust(state, at, now, rule, -units, out);
+    return true;
   },
 };

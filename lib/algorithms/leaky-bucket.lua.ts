@@ -25,3 +25,9 @@ export const LEAKY_BUCKET_ADJUST_LUA = `function(key, now, limit, window, burst,
   if until_empty <= 0 then redis.call('DEL', key) return end
   redis.call('SET', key, struct.pack('<ddd', filled, now, now + until_empty), 'PXAT', now + until_empty)
 end`;
+
+/** Gives back what of a charge has not drained: see undrained.ts. */
+export const LEAKY_BUCKET_REFUND_LUA = `function(key, now, limit, window, burst, cost, charged_at)
+  local units = undrained(now, charged_at, limit, window, cost)
+  if units > 0 then adjusts['lb'](key, now, limit, window, burst, -units) end
+end`;

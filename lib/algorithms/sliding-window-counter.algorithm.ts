@@ -1,5 +1,5 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { SLIDING_WINDOW_COUNTER_ADJUST_LUA, SLIDING_WINDOW_COUNTER_LUA } from './sliding-window-counter.lua.js';
+import { SLIDING_WINDOW_COUNTER_ADJUST_LUA, SLIDING_WINDOW_COUNTER_LUA, SLIDING_WINDOW_COUNTER_REFUND_LUA } from './sliding-window-counter.lua.js';
 
 /**
  * The previous window's count, weighted by how much of it the sliding window still covers, plus
@@ -11,6 +11,7 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
   usesBurst: false,
   lua: SLIDING_WINDOW_COUNTER_LUA,
   luaAdjust: SLIDING_WINDOW_COUNTER_ADJUST_LUA,
+  luaRefund: SLIDING_WINDOW_COUNTER_REFUND_LUA,
   check(state, at, now, { limit, windowMs }, cost, out) {
     const start = now - (now % windowMs);
     const { current, previous } = countsAt(state, at, start, windowMs);
@@ -49,6 +50,20 @@ export const slidingWindowCounter: RateLimitAlgorithm = {
     out.a = start;
     out.b = current + fromCurrent;
     out.c = Math.max(0, previous + (units - fromCurrent));
+  },
+  refund(state, at, now, { windowMs }, cost, chargedAt, out) {
+    const start = now - (now % windowMs);
+    const charged = chargedAt - (chargedAt % windowMs);
+    let { current, previous } = countsAt(state, at, start, windowMs);
+    // out of the count of the window that took the units: from the previous one, at its weight now
+    if (charged === start && current > 0) current = Math.max(0, current - cost);
+    else if (charged === start - windowMs && previous > 0) previous = Math.max(0, previous - cost);
+    else return false;
+    out.expiresAt = start + 2 * windowMs;
+    out.a = start;
+    out.b = current;
+    out.c = previous;
+    return true;
   },
 };
 

@@ -47,3 +47,23 @@ export const SLIDING_WINDOW_COUNTER_ADJUST_LUA = `function(key, now, limit, wind
   local packed = struct.pack('<ddd', start, current + from_current, math.max(0, previous + (units - from_current)))
   redis.call('SET', key, packed, 'PXAT', start + 2 * window)
 end`;
+
+export const SLIDING_WINDOW_COUNTER_REFUND_LUA = `function(key, now, limit, window, burst, cost, charged_at)
+  local start = now - (now % window)
+  local charged = charged_at - (charged_at % window)
+  local stored_start, stored_current, stored_previous = state(key, 24, '<ddd')
+  local current, previous = 0, 0
+  if stored_start == start then
+    current, previous = stored_current, stored_previous
+  elseif stored_start == start - window then
+    previous = stored_current
+  end
+  if charged == start and current > 0 then
+    current = math.max(0, current - cost)
+  elseif charged == start - window and previous > 0 then
+    previous = math.max(0, previous - cost)
+  else
+    return
+  end
+  redis.call('SET', key, struct.pack('<ddd', start, current, previous), 'PXAT', start + 2 * window)
+end`;

@@ -1,5 +1,5 @@
 import type { AlgorithmOutcome, RateLimitAlgorithm } from './algorithm.interface.js';
-import { SLIDING_WINDOW_LOG_ADJUST_LUA, SLIDING_WINDOW_LOG_LUA } from './sliding-window-log.lua.js';
+import { SLIDING_WINDOW_LOG_ADJUST_LUA, SLIDING_WINDOW_LOG_LUA, SLIDING_WINDOW_LOG_REFUND_LUA } from './sliding-window-log.lua.js';
 
 const NO_ENTRIES: readonly number[] = [];
 /** Numbers per entry: when the request came, and the running count of units before and after it. */
@@ -17,6 +17,7 @@ export const slidingWindowLog: RateLimitAlgorithm = {
   usesBurst: false,
   lua: SLIDING_WINDOW_LOG_LUA,
   luaAdjust: SLIDING_WINDOW_LOG_ADJUST_LUA,
+  luaRefund: SLIDING_WINDOW_LOG_REFUND_LUA,
   check(state, at, now, { limit, windowMs }, cost, out, log) {
     const entries = at >= 0 && log !== undefined ? log : NO_ENTRIES;
     // Entries at or before now - window have left the window.
@@ -59,6 +60,26 @@ export const slidingWindowLog: RateLimitAlgorithm = {
     }
     out.expiresAt = entries.length > 0 ? entries[entries.length - ENTRY] + windowMs : now;
   },
+  refund(state, at, now, { windowMs }, cost, chargedAt, out, log) {
+    if (at < 0 || log === undefined) return false;
+    const entries = log;
+    let first = 0;
+    while (first < entries.length && entries[first] <= now - windowMs) first += ENTRY;
+    if (first > 0) entries.splice(0, first);
+    // The charge's entry: of its weight, among those of its time (one, unless the clock went back).
+    // Taking back any other would leave the charge in the log and drop a later request.
+    let found = entryFrom(entries, chargedAt);
+    const time = entries[found];
+    while (found < entries.length && entries[found] === time && entries[found + 2] - entries[found + 1] !== cost) found += ENTRY;
+    if (found >= entries.length || entries[found] !== time) return false;
+    for (let later = found + ENTRY; later < entries.length; later += ENTRY) {
+      entries[later + 1] -= cost;
+      entries[later + 2] -= cost;
+    }
+    entries.splice(found, ENTRY);
+    out.expiresAt = entries.length > 0 ? entries[entries.length - ENTRY] + windowMs : now;
+    return true;
+  },
   log: {
     commit(log: number[], now: number, cost: number, out: AlgorithmOutcome) {
       if (out.a > 0) log.splice(0, out.a);
@@ -77,6 +98,18 @@ function entryReaching(entries: readonly number[], first: number, target: number
   while (low < high) {
     const middle = Math.floor((low + high) / 2);
     if (entries[middle * ENTRY + 2] >= target) high = middle;
+    else low = middle + 1;
+  }
+  return low * ENTRY;
+}
+
+/** Index of the oldest entry that came at or after `time`, or the length if none did. */
+function entryFrom(entries: readonly number[], time: number): number {
+  let low = 0;
+  let high = entries.length / ENTRY;
+  while (low < high) {
+    const middle = Math.floor((low + high) / 2);
+    if (entries[middle * ENTRY] >= time) high = middle;
     else low = middle + 1;
   }
   return low * ENTRY;

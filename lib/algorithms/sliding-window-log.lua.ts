@@ -123,3 +123,45 @@ export const SLIDING_WINDOW_LOG_ADJUST_LUA = `(function()
     redis.call('PEXPIREAT', key, whole(at + window))
   end
 end)()`;
+
+export const SLIDING_WINDOW_LOG_REFUND_LUA = `(function()
+  ${LOG}
+  -- The index of the oldest entry that came at or after \`time\`, or the list's length if none did.
+  local function entry_from(key, length, time)
+    local low, high = 0, length
+    while low < high do
+      local middle = math.floor((low + high) / 2)
+      local at = entry(entry_at(key, middle))
+      if at and at >= time then high = middle else low = middle + 1 end
+    end
+    return low
+  end
+  return function(key, now, limit, window, burst, cost, charged_at)
+    if not read(key, now, window) then return end
+    local length = redis.call('LLEN', key)
+    local from = entry_from(key, length, charged_at)
+    if from >= length then return end
+    -- The charge's entry: of its weight, among those of its time (one, unless the clock went back).
+    -- Taking back any other would leave the charge in the log and drop a later request.
+    local tail = redis.call('LRANGE', key, whole(from), '-1')
+    local time = entry(tail[1])
+    local found = nil
+    for i = 1, #tail do
+      local at, before, after = entry(tail[i])
+      if at ~= time then break end
+      if after - before == cost then found = i break end
+    end
+    if not found then return end
+    -- the entries after it lose its units from their running counts
+    local later = {}
+    for i = found + 1, #tail do
+      local at, before, after = entry(tail[i])
+      later[#later + 1] = struct.pack('<ddd', at, before - cost, after - cost)
+    end
+    local removed = from + found - 1
+    if removed == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, '0', whole(removed - 1)) end
+    for i = 1, #later, 1000 do redis.call('RPUSH', key, unpack(later, i, math.min(i + 999, #later))) end
+    local newest = entry(redis.call('LINDEX', key, '-1'))
+    if newest then redis.call('PEXPIREAT', key, whole(newest + window)) end
+  end
+end)()`;

@@ -1,5 +1,6 @@
 import type { RateLimitAlgorithm } from './algorithm.interface.js';
-import { TOKEN_BUCKET_ADJUST_LUA, TOKEN_BUCKET_LUA } from './token-bucket.lua.js';
+import { TOKEN_BUCKET_ADJUST_LUA, TOKEN_BUCKET_LUA, TOKEN_BUCKET_REFUND_LUA } from './token-bucket.lua.js';
+import { undrained } from './undrained.js';
 
 /**
  * A bucket of `burst` tokens, refilled continuously at `limit` per window; a unit takes a token.
@@ -11,6 +12,7 @@ export const tokenBucket: RateLimitAlgorithm = {
   usesBurst: true,
   lua: TOKEN_BUCKET_LUA,
   luaAdjust: TOKEN_BUCKET_ADJUST_LUA,
+  luaRefund: TOKEN_BUCKET_REFUND_LUA,
   check(state, at, now, { limit, windowMs, burst }, cost, out) {
     const tokens = at < 0 ? burst : Math.min(burst, state[at + 1] + ((now - state[at + 2]) * limit) / windowMs);
     if (cost <= tokens) {
@@ -38,5 +40,11 @@ export const tokenBucket: RateLimitAlgorithm = {
     out.expiresAt = now + Math.ceil(((burst - left) * windowMs) / limit);
     out.a = left;
     out.b = now;
+  },
+  refund(state, at, now, rule, cost, chargedAt, out) {
+    const units = undrained(now, chargedAt, rule, cost);
+    if (at < 0 || units <= 0) return false;
+    this.adjust(state, at, now, rule, -units, out);
+    return true;
   },
 };

@@ -25,3 +25,9 @@ export const TOKEN_BUCKET_ADJUST_LUA = `function(key, now, limit, window, burst,
   if until_full <= 0 then redis.call('DEL', key) return end
   redis.call('SET', key, struct.pack('<ddd', left, now, now + until_full), 'PXAT', now + until_full)
 end`;
+
+/** Gives back what of a charge has not drained: see undrained.ts. */
+export const TOKEN_BUCKET_REFUND_LUA = `function(key, now, limit, window, burst, cost, charged_at)
+  local units = undrained(now, charged_at, limit, window, cost)
+  if units > 0 then adjusts['tb'](key, now, limit, window, burst, -units) end
+end`;

@@ -4,10 +4,13 @@
  * ZREMRANGEBYSCORE and the count in flight is ZCARD. The key expires with its latest lease: an
  * app instance that died holding leases leaves nothing behind for longer than `leaseMs`.
  *
- * KEYS[1]: the key. ARGV: now (ms, or '' for the server's TIME), limit, leaseMs, lease id.
- * Reply: allowed (0|1), leases in flight (this one included when granted), and 1 if the key
- * held something else than a sorted set, which was deleted and counted as no lease (one
- * client's bad key must cost that client a fresh start, not an error on every request).
+ * KEYS[1]: the key. ARGV: now (ms, or '' for the server's TIME), the deadline (see
+ * redis-lua-prelude.ts), limit, leaseMs, lease id.
+ * Reply: allowed (0|1, or -1 when it came after its deadline and did nothing), leases in flight
+ * (this one included when granted), 1 if the key held something else than a sorted set, which
+ * was deleted and counted as no lease (one client's bad key must cost that client a fresh start,
+ * not an error on every request), the server's time (0 when not read), and when the lease
+ * expires, as text: what the app keeps to put the lease back if Redis loses it.
  *
  * The `#!lua` line declares a script that writes, so Redis refuses it before it runs when memory
  * is full (maxmemory with noeviction), instead of letting its first delete through.
@@ -15,11 +18,15 @@
 export const CONCURRENCY_ACQUIRE_LUA = `#!lua
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
-if not now then
+local deadline = tonumber(ARGV[2])
+local server_time = 0
+if not now or deadline then
   local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  server_time = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
-local limit, lease_ms, id = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if not now then now = server_time end
+if deadline and server_time > deadline then return { -1, 0, 0, server_time, '' } end
+local limit, lease_ms, id = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 
 local healed = 0
 if type(redis.pcall('ZREMRANGEBYSCORE', key, '-inf', now)) == 'table' then
@@ -29,12 +36,37 @@ end
 local in_flight = redis.call('ZCARD', key)
 -- a lease still held is renewed and counted once
 local held = redis.call('ZSCORE', key, id)
-if not held and in_flight >= limit then return { 0, in_flight, healed } end
+if not held and in_flight >= limit then return { 0, in_flight, healed, server_time, '' } end
 redis.call('ZADD', key, now + lease_ms, id)
 if not held then in_flight = in_flight + 1 end
 local latest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
 redis.call('PEXPIREAT', key, math.ceil(latest))
-return { 1, in_flight, healed }
+return { 1, in_flight, healed, server_time, string.format('%.17g', now + lease_ms) }
+`;
+
+/**
+ * Puts back leases an app instance still holds, after Redis lost them (a restart, a failover to
+ * a replica that had not received them): KEYS[1], ARGV: now (or ''), then lease id and expiry
+ * pairs. Each lease gets its own expiry again, whatever the limit: the requests are in flight,
+ * and counting them again is what keeps the next ones out. A lease already there is left as it
+ * is, and one that has expired is not put back. Reply: how many leases were missing.
+ */
+export const CONCURRENCY_RESTORE_LUA = `#!lua
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+if redis.call('TYPE', key).ok ~= 'zset' then redis.call('DEL', key) end
+local missing = 0
+for i = 2, #ARGV, 2 do
+  local expires_at = tonumber(ARGV[i + 1])
+  if expires_at > now and redis.call('ZADD', key, 'NX', expires_at, ARGV[i]) == 1 then missing = missing + 1 end
+end
+local latest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+if latest then redis.call('PEXPIREAT', key, math.ceil(tonumber(latest))) end
+return missing
 `;
 
 /**

@@ -118,6 +118,10 @@ export const graphqlContext: RateLimitContextAdapter = {
     }
     return graphqlError(refusal);
   },
+  clientGone: (context) => {
+    const response = httpResponseOf(context) as { raw?: { closed?: boolean }; closed?: boolean } | undefined;
+    return (response?.raw ?? response)?.closed === true;
+  },
 };
 
 function deniedDecision(details: RateLimitExceededDetails): RateLimitDecision {

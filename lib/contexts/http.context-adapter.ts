@@ -4,6 +4,7 @@ import { requestAddress } from '../keys/client-ip.js';
 import { forEachRateLimitHeader, type RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
 import type { RateLimitContextAdapter, RateLimitRefusal } from './rate-limit-context-adapter.interface.js';
+import { rawResponseOf } from '../outcomes/request-outcome.js';
 
 /** An Express (Node) response or a Fastify reply. */
 type HttpResponse = ServerResponse | FastifyReplyLike;
@@ -64,4 +65,5 @@ export const httpContext: RateLimitContextAdapter = {
     response.type(refusal.contentType);
     response.send(body);
   },
+  clientGone: (context) => rawResponseOf(context)?.closed === true,
 };

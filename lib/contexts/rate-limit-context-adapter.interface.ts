@@ -29,4 +29,10 @@ export interface RateLimitContextAdapter {
   rejection?(refusal: RateLimitRefusal, context: ExecutionContext): unknown;
   /** The transport's answer to a refusal; called by the module's exception filter. */
   refuse(refusal: RateLimitRefusal, host: ArgumentsHost): unknown;
+  /**
+   * Optional: whether the client of the request has gone already (a closed connection). On
+   * routes that count outcomes or hold concurrency slots, the handler of a client gone before it
+   * started is not run (a failure that did nothing). Omitted: never known to be gone.
+   */
+  clientGone?(context: ExecutionContext): boolean;
 }

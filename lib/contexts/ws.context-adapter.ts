@@ -11,6 +11,8 @@ interface WsClient {
   /** ws: the upgrade request's socket. */
   _socket?: { remoteAddress?: string };
   readyState?: unknown;
+  /** socket.io: whether it has disconnected. */
+  disconnected?: boolean;
   send?(data: string): void;
   emit?(event: string, payload: unknown): void;
 }
@@ -43,5 +45,10 @@ export const wsContext: RateLimitContextAdapter = {
     } else {
       client.emit?.('exception', payload);
     }
+  },
+  clientGone: (context) => {
+    const client = clientOf(context);
+    // ws: CLOSING (2) or CLOSED (3)
+    return client.disconnected === true || (typeof client.readyState === 'number' && client.readyState >= 2);
   },
 };

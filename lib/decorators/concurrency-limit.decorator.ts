@@ -28,7 +28,8 @@ export interface ConcurrencyLimitMetadata {
   readonly options: ConcurrencyLimitOptions;
 }
 
-const DEFAULT_LEASE_MS = 60_000;
+/** A slot's longest life by default; also how long a handler whose client left is waited for. */
+export const DEFAULT_LEASE_MS = 60_000;
 /** Node's longest timer, a bound people know; expiry times then stay exact 13-digit integers in Lua. */
 const MAX_LEASE_MS = 2_147_483_647;
 
@@ -36,7 +37,8 @@ const MAX_LEASE_MS = 2_147_483_647;
  * At most `limit` requests of one client in flight at once on a controller or a handler (a
  * handler's decorator replaces its controller's), counted across every app instance that shares
  * the storage. A slot is taken after every guard admitted the request and given back when its
- * response finishes or its connection closes, whichever comes first.
+ * handler's work has ended (its result settled, and on HTTP its response is over), whether or
+ * not the client is still there: a client that hangs up frees no slot while the work goes on.
  * Bad arguments throw here, when the class is defined, never at request time.
  */
 export function ConcurrencyLimit(limit: number, options: ConcurrencyLimitOptions = {}) {

@@ -184,49 +184,68 @@ export class RateLimitGuard implements CanActivate {
     if (!isPromiseLike(answer)) {
       // a storage that may answer from a cache (RedisStorage's denials) made no call when it answers at once
       if (startedAt > 0 && this.rawStorage.cachedDenial === undefined) this.metrics.storageCall((performance.now() - startedAt) / 1000);
-      return this.admit(plan, context, checks, answer, rules, cost);
+      return this.admit(plan, context, checks, answer, rules, cost, 'storage');
     }
     return answer.then(
       (result) => {
         if (startedAt > 0) this.metrics.storageCall((performance.now() - startedAt) / 1000);
-        return this.admit(plan, context, checks, result, rules, cost);
+        return this.admit(plan, context, checks, result, rules, cost, 'storage');
       },
       (error: unknown) => this.storageFailed(plan, context, checks, rules, cost, error),
     );
   }
 
-  /** `decide`, then, for a route that counts only failures or successes, the refund of the others. */
-  private admit(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], result: RateLimitResult, rules: RuleSet, cost: number): true {
-    this.decide(plan, context, checks, result, rules, cost, 'storage');
+  /**
+   * `decide`, then, for a route that counts only failures or successes, the refund of the others
+   * when the handler has ended, to the storage that charged: the `memory` failure policy's
+   * stand-in for a request it decided.
+   */
+  private admit(
+    plan: RoutePlan,
+    context: ExecutionContext,
+    checks: readonly RateLimitCheck[],
+    result: RateLimitResult,
+    rules: RuleSet,
+    cost: number,
+    via: 'storage' | 'fallback',
+  ): true {
+    this.decide(plan, context, checks, result, rules, cost, via);
     // a request let through in shadow mode after a denial was not charged: nothing to give back
     if (plan.count !== 'all' && result.allowed) {
       const keepFailures = plan.count === 'failures';
       whenFinished(context, (failed) => {
-        if (failed !== keepFailures) this.refund(checks, cost);
+        if (failed !== keepFailures) this.refund(checks, cost, result, via);
       });
     }
     return true;
   }
 
-  /** Gives back the units of the rules that count only failures or successes (not the module's default limit). */
-  private refund(checks: readonly RateLimitCheck[], cost: number): void {
+  /**
+   * Gives back the units of the rules that count only failures or successes (not the module's
+   * default limit), where and when they were taken: a refund never makes room in a later window.
+   */
+  private refund(checks: readonly RateLimitCheck[], cost: number, charge: RateLimitResult, via: 'storage' | 'fallback'): void {
     const counted = checks.filter((check) => check.rule.count !== 'all');
+    const chargedAt = charge.chargedAt ?? charge.now;
+    if (via === 'fallback') return this.fallback!.refund(counted, cost, chargedAt);
     const failed = (error: unknown) => this.outageLog.warn(`Could not give back the units of a request: ${(error as Error)?.message ?? String(error)}`);
     let done: MaybePromise<unknown>;
     try {
-      done = this.storage.call(() => this.rawStorage.adjust!(counted, -cost));
+      done = this.storage.call((deadline) => this.rawStorage.refund!(counted, cost, chargedAt, deadline), 'A refund');
     } catch (error) {
       return failed(error);
     }
     if (isPromiseLike(done)) done.then(undefined, failed);
   }
 
-  /** The storage could not answer: the route's failure policy decides. */
+  /** The storage could not answer: a denial it is known to hold stands; otherwise the route's failure policy decides. */
   private storageFailed(plan: RoutePlan, context: ExecutionContext, checks: readonly RateLimitCheck[], rules: RuleSet, cost: number, error: unknown): true {
     if (!(error instanceof StorageUnavailableError)) throw error;
-    const policy = plan.onStorageError;
     // an open circuit made no call: nothing failed this time
     if (this.metrics.enabled && error.reason !== 'circuit-open') this.metrics.storageError();
+    const known = this.rawStorage.cachedDenial?.(checks, cost, true);
+    if (known !== undefined) return this.decide(plan, context, checks, known, rules, cost, 'storage');
+    const policy = plan.onStorageError;
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy`);
     if (policy === 'allow') {
       if (this.observing) this.report(context, checks, cost, 'fail_open', rules, undefined);
@@ -239,7 +258,7 @@ export class RateLimitGuard implements CanActivate {
       throw this.rejection(context, refusal);
     }
     this.fallback ??= new MemoryStorage();
-    return this.decide(plan, context, checks, this.fallback.check(checks, cost), rules, cost, 'fallback');
+    return this.admit(plan, context, checks, this.fallback.check(checks, cost), rules, cost, 'fallback');
   }
 
   /**

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { ServerResponse } from 'node:http';
 import {
   InternalServerErrorException,
   Logger,
@@ -16,7 +15,10 @@ import type { RateLimitRefusal } from '../contexts/rate-limit-context-adapter.in
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
 import { withoutStack } from '../exceptions/without-stack.js';
-import { settleOutcome, whenFinished } from '../outcomes/request-outcome.js';
+import { ClientClosedRequestException } from '../outcomes/client-closed-request.exception.js';
+import { followHandler } from '../outcomes/handler-end.js';
+import { handlerStarts, rawResponseOf, settleOutcome } from '../outcomes/request-outcome.js';
+import { DEFAULT_LEASE_MS } from '../decorators/concurrency-limit.decorator.js';
 import type { RateLimitConfig } from '../rate-limit.config.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { ProtectedStorage } from '../resilience/protected-storage.js';
@@ -38,13 +40,14 @@ const nextLeaseId = () => `${PROCESS_TAG}:${(++leasesTaken).toString(36)}`;
 
 /**
  * What the module binds to the handlers that need to see a request end (TransportEnhancers),
- * and to no others, so routes without them pay nothing:
+ * and to no others, so routes without them pay nothing. On every transport, the end of a
+ * request is the end of its handler's work (see followHandler), not its client hanging up:
  * - `@ConcurrencyLimit`: takes a slot before the handler runs (interceptors run after every
  *   guard, so a request any guard refused holds none) and gives it back exactly once, when the
- *   response finishes or the connection closes on HTTP, when the handler's observable completes,
- *   errors or is unsubscribed elsewhere;
- * - on GraphQL, WebSockets and RPC it reports how the handler ended (`settleOutcome`), which
- *   `@RateLimit`'s `count` option needs there (HTTP reports it from the response itself).
+ *   handler's work has ended (at the latest `leaseMs` after its client left, for a handler that
+ *   never ends);
+ * - it reports how the handler ended (`settleOutcome`), which `@RateLimit`'s `count` needs.
+ * A client gone before its handler started gets no handler run: nothing was done, a failure.
  */
 export class RateLimitInterceptor implements NestInterceptor {
   private readonly logger = new Logger(RateLimitInterceptor.name);
@@ -84,6 +87,8 @@ export class RateLimitInterceptor implements NestInterceptor {
 
   /** One storage call; if the storage cannot answer, the route's failure policy decides. */
   private acquire(plan: ConcurrencyPlan, context: ExecutionContext, next: CallHandler, identity: string): MaybePromise<Observable<unknown>> {
+    // a client gone while its key was resolved takes no slot
+    if (this.clientGone(context)) return this.run(context, next, plan.leaseMs);
     const key = plan.keyFor(identity);
     const leaseId = nextLeaseId();
     let answer: MaybePromise<ConcurrencyDecision>;
@@ -112,49 +117,33 @@ export class RateLimitInterceptor implements NestInterceptor {
     if (this.metrics.enabled) this.metrics.request(decision.allowed ? 'allowed' : 'denied', plan.rule.name);
     if (!decision.allowed) throw this.refusal(context, this.exceeded(plan));
     let held = true;
-    return this.run(context, next, () => {
+    return this.run(context, next, plan.leaseMs, () => {
       if (!held) return;
       held = false;
       this.release(holder, key, leaseId);
     });
   }
 
-  /** Runs the handler; `release` (if a slot was taken) is called once, when the request has ended. */
-  private run(context: ExecutionContext, next: CallHandler, release?: () => void): Observable<unknown> {
-    if (context.getType() === 'http') {
-      if (release !== undefined) {
-        // a client that left while the guards or the storage were answering closed it already
-        if (responseClosed(context)) release();
-        else whenFinished(context, release);
-      }
-      return next.handle();
+  /**
+   * Runs the handler; `release` (if a slot was taken) is called once, when its work has ended,
+   * and so is the outcome reported. Unless its client has gone already: then it does not run.
+   */
+  private run(context: ExecutionContext, next: CallHandler, boundMs = DEFAULT_LEASE_MS, release?: () => void): Observable<unknown> {
+    if (this.clientGone(context)) {
+      release?.();
+      settleOutcome(context, true);
+      throw new ClientClosedRequestException();
     }
-    const source = next.handle();
-    return new Observable((subscriber) => {
-      let ended = false;
-      const end = (failed: boolean) => {
-        if (ended) return;
-        ended = true;
-        release?.();
-        settleOutcome(context, failed);
-      };
-      const subscription = source.subscribe({
-        next: (value) => subscriber.next(value),
-        error: (error: unknown) => {
-          end(true);
-          subscriber.error(error);
-        },
-        complete: () => {
-          end(false);
-          subscriber.complete();
-        },
-      });
-      // unsubscribed before it ended: a client that went away, a cancelled GraphQL operation
-      return () => {
-        subscription.unsubscribe();
-        end(true);
-      };
+    handlerStarts(context);
+    const response = context.getType() === 'http' ? rawResponseOf(context) : undefined;
+    return followHandler(next.handle(), response, boundMs, (failed) => {
+      release?.();
+      settleOutcome(context, failed);
     });
+  }
+
+  private clientGone(context: ExecutionContext): boolean {
+    return contextAdapterFor(context.getType())?.clientGone?.(context) === true;
   }
 
   private release(holder: RateLimitStorage, key: string, leaseId: string): void {
@@ -169,7 +158,8 @@ export class RateLimitInterceptor implements NestInterceptor {
 
   private releaseFailed(key: string, error: unknown): void {
     this.outageLog.warn(
-      `Could not release a concurrency slot under key "${key}" (${(error as Error)?.message ?? String(error)}); it comes back when its lease expires`,
+      `Could not release a concurrency slot under key "${key}" (${(error as Error)?.message ?? String(error)}); ` +
+        'it comes back when the storage is reachable again (RedisStorage), or when its lease expires',
     );
   }
 
@@ -186,7 +176,7 @@ export class RateLimitInterceptor implements NestInterceptor {
     if (error.reason === 'timeout') this.release(this.store, key, leaseId);
     const policy = plan.onStorageError;
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy to the concurrency limit of ${plan.route}`);
-    if (policy === 'allow') return this.run(context, next);
+    if (policy === 'allow') return this.run(context, next, plan.leaseMs);
     if (policy === 'deny') {
       throw this.refusal(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000, undefined, this.config.problemDetails)));
     }
@@ -211,13 +201,12 @@ export class RateLimitInterceptor implements NestInterceptor {
 
   /**
    * What to throw instead of running the handler: a refusal as the context's adapter throws it
-   * (the guard does the same); elsewhere than HTTP, the request is reported as failed first.
+   * (the guard does the same). The request is reported as failed first: its handler never ran.
    */
   private refusal(context: ExecutionContext, error: unknown): unknown {
-    const type = context.getType();
-    if (type === 'http') return error;
     settleOutcome(context, true);
-    if (!(error instanceof RateLimitExceededException || error instanceof RateLimitUnavailableException)) return error;
+    const type = context.getType();
+    if (type === 'http' || !(error instanceof RateLimitExceededException || error instanceof RateLimitUnavailableException)) return error;
     return contextAdapterFor(type)?.rejection?.(error as RateLimitRefusal, context) ?? error;
   }
 
@@ -226,11 +215,4 @@ export class RateLimitInterceptor implements NestInterceptor {
     this.logger.error(`Concurrency limit key resolver failed on ${plan.route}; the request was refused.`, (error as Error)?.stack ?? String(error));
     throw this.refusal(context, new InternalServerErrorException());
   }
-}
-
-/** Whether the HTTP response (Express's, or under Fastify's reply) has closed already. */
-function responseClosed(context: ExecutionContext): boolean {
-  const response = context.getArgByIndex<ServerResponse | { raw?: ServerResponse }>(1);
-  const raw = response instanceof ServerResponse ? response : response?.raw;
-  return raw?.closed === true;
 }

@@ -3,37 +3,56 @@ import type { ExecutionContext } from '@nestjs/common';
 
 type OutcomeListener = (failed: boolean) => void;
 
-/** Listeners of non-HTTP requests, by the arguments array Nest hands both guards and interceptors. */
-const listeners = new WeakMap<object, OutcomeListener[]>();
-
 /**
- * Calls `done` once, when the request of `context` has finished: `failed` is true for an HTTP
- * status of 400 or more, or a connection closed before the response was complete; elsewhere,
- * when the handler threw. HTTP reports it from the response itself; other transports through
- * {@link settleOutcome}, which the module's interceptor calls on the handlers that need it.
+ * Listeners by request: on HTTP the request object, elsewhere the arguments array Nest hands both
+ * guards and interceptors (on HTTP each gets an array of its own, around the same request).
  */
-export function whenFinished(context: ExecutionContext, done: OutcomeListener): void {
-  if (context.getType() === 'http') {
-    const response = context.getArgByIndex<ServerResponse | { raw: ServerResponse }>(1);
-    const raw = response instanceof ServerResponse ? response : response.raw;
-    const report = () => done(!raw.writableFinished || raw.statusCode >= 400);
-    // 'close' comes last, whether the response finished or the client went away first; a client
-    // gone before this was called (while a guard or the storage answered) closed it already.
-    if (raw.closed) report();
-    else raw.once('close', report);
-    return;
-  }
-  const args = context.getArgs();
-  const waiting = listeners.get(args);
-  if (waiting === undefined) listeners.set(args, [done]);
-  else waiting.push(done);
+const listeners = new WeakMap<object, OutcomeListener[]>();
+/** Requests whose handler the module's interceptor has taken over. */
+const started = new WeakSet<object>();
+
+const requestOf = (context: ExecutionContext): object => (context.getType() === 'http' ? context.getArgByIndex<object>(0) : context.getArgs());
+
+/** The Node response of an HTTP context: Express's own, or under Fastify's reply. */
+export function rawResponseOf(context: ExecutionContext): ServerResponse | undefined {
+  const response = context.getArgByIndex<ServerResponse | { raw?: ServerResponse } | undefined>(1);
+  return response instanceof ServerResponse ? response : response?.raw;
 }
 
-/** Reports how a non-HTTP request ended to what {@link whenFinished} registered for it; once. */
+/**
+ * Calls `done` once, when the work of the request of `context` has ended: `failed` is true for a
+ * handler that threw, for an HTTP status of 400 or more, and for a request whose handler never
+ * ran. The module's interceptor reports it ({@link settleOutcome}) when the handler ends, on
+ * every transport: not when the client hangs up, which ends no work.
+ *
+ * An HTTP request that a later guard refuses never reaches the interceptor: its response, once
+ * sent, reports it instead. (One refused after its client left reports nothing: it stays counted.)
+ */
+export function whenFinished(context: ExecutionContext, done: OutcomeListener): void {
+  const request = requestOf(context);
+  const waiting = listeners.get(request);
+  if (waiting !== undefined) return void waiting.push(done);
+  listeners.set(request, [done]);
+  if (context.getType() !== 'http') return;
+  const response = rawResponseOf(context);
+  response?.once('finish', () => {
+    if (!started.has(request)) report(request, response.statusCode >= 400);
+  });
+}
+
+/** The interceptor runs the handler: from now on its end, not the response, reports the outcome. */
+export function handlerStarts(context: ExecutionContext): void {
+  if (context.getType() === 'http') started.add(requestOf(context));
+}
+
+/** Reports how a request ended to what {@link whenFinished} registered for it; once. */
 export function settleOutcome(context: ExecutionContext, failed: boolean): void {
-  const args = context.getArgs();
-  const waiting = listeners.get(args);
+  report(requestOf(context), failed);
+}
+
+function report(request: object, failed: boolean): void {
+  const waiting = listeners.get(request);
   if (waiting === undefined) return;
-  listeners.delete(args);
+  listeners.delete(request);
   for (const done of waiting) done(failed);
 }

@@ -121,8 +121,11 @@ export class RoutePlanner implements OnModuleInit {
 
     const routeName = `${controller.name}.${handler.name}`;
     if (metadata) this.declare(metadata, routeName);
-    if (metadata && (metadata.options.count ?? 'all') !== 'all' && this.storage?.adjust === undefined) {
-      throw new Error(`RateLimitModule: @RateLimit on ${routeName} counts only ${metadata.options.count}, which needs a storage with adjust(); ${this.storage?.constructor.name} has none.`);
+    if (metadata && (metadata.options.count ?? 'all') !== 'all' && this.storage?.refund === undefined) {
+      throw new Error(
+        `RateLimitModule: @RateLimit on ${routeName} counts only ${metadata.options.count}, which needs a storage with refund(); ` +
+          `${this.storage?.constructor.name} has none. Use MemoryStorage or RedisStorage, or implement it (see RateLimitStorage).`,
+      );
     }
     const defaultRules = defaultLimit
       ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })

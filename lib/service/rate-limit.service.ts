@@ -10,7 +10,7 @@ import { parseDuration, parseRate, type ParsedRate } from '../rules/parse-rate.j
 import { RoutePlanner } from '../rules/route-planner.js';
 import { RuleSet } from '../rules/rule-set.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
-import { RATE_LIMIT_STORAGE, type RateLimitCheck, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { RATE_LIMIT_STORAGE, type RateLimitCheck, type RateLimitStorage, type StorageDeadline } from '../storage/rate-limit-storage.interface.js';
 import type { RateLimitStatus, RateLimitTarget, RateLimitTargetOptions } from './rate-limit-target.js';
 
 /** Distinct targets whose rules are kept, parsed, before the cache starts over. */
@@ -43,48 +43,54 @@ export class RateLimitService {
   /** Charges `cost` units and answers the decision; a denial is returned, not thrown. */
   async consume(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
     assertUnits('cost', cost);
-    const checks = this.checks(identity, target);
-    return status(await this.bounded.call(() => this.storage.check(checks, cost)));
+    return status(await this.bounded.check(this.checks(identity, target), cost));
   }
 
   /** The decision a request of `cost` would get now, charging nothing; `remaining` is what is left now. */
   async peek(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
     assertUnits('cost', cost);
-    return status(await this.run('peek', this.checks(identity, target), cost));
+    const checks = this.checks(identity, target);
+    return status(await this.run('peek', (storage, deadline) => storage.peek?.(checks, cost, deadline)));
   }
 
   /** Gives `units` back (never beyond a fresh state); answers what a peek then sees. */
   async reward(identity: string, target: RateLimitTarget, units = 1): Promise<RateLimitStatus> {
     assertUnits('cost', units);
-    return status(await this.run('adjust', this.checks(identity, target), -units));
+    const checks = this.checks(identity, target);
+    return status(await this.run('adjust', (storage, deadline) => storage.adjust?.(checks, -units, deadline)));
   }
 
   /** Takes `units` more, even past the limit (the client then waits longer); answers what a peek then sees. */
   async penalize(identity: string, target: RateLimitTarget, units = 1): Promise<RateLimitStatus> {
     assertUnits('cost', units);
-    return status(await this.run('adjust', this.checks(identity, target), units));
+    const checks = this.checks(identity, target);
+    return status(await this.run('adjust', (storage, deadline) => storage.adjust?.(checks, units, deadline)));
   }
 
   /** Forgets the client's usage of the limit, and any block, on every instance. */
   async reset(identity: string, target: RateLimitTarget): Promise<void> {
-    await this.run('reset', this.checks(identity, target), 0);
+    const checks = this.checks(identity, target);
+    await this.run('reset', (storage, deadline) => storage.reset?.(checks, deadline));
   }
 
   /** Denies the client on the limit for `duration` (`'15 minutes'`, or ms), on every instance; its usage is dropped. */
   async block(identity: string, target: RateLimitTarget, duration: string | number): Promise<void> {
-    await this.run('block', this.checks(identity, target), parseDuration(duration));
+    const checks = this.checks(identity, target);
+    const durationMs = parseDuration(duration);
+    await this.run('block', (storage, deadline) => storage.block?.(checks, durationMs, deadline));
   }
 
   /**
    * One call of a storage method, bounded: a storage that fails, hangs or whose circuit is open
-   * rejects with StorageUnavailableError within the module's `storageTimeout`.
+   * rejects with StorageUnavailableError within the module's `storageTimeout`. A call that
+   * rejected never takes effect later on a storage that holds its calls to their deadline
+   * (RedisStorage), so it is safe to retry.
    */
-  private async run<M extends 'peek' | 'adjust' | 'reset' | 'block'>(method: M, checks: readonly RateLimitCheck[], amount: number) {
-    const implementation = this.storage[method] as ((checks: readonly RateLimitCheck[], amount: number) => MaybePromise<RateLimitResult | void>) | undefined;
-    if (typeof implementation !== 'function') {
+  private async run<T>(method: 'peek' | 'adjust' | 'reset' | 'block', operation: (storage: RateLimitStorage, deadline: StorageDeadline) => MaybePromise<T> | undefined): Promise<T> {
+    if (typeof this.storage[method] !== 'function') {
       throw new Error(`RateLimitService: the storage ${this.storage.constructor.name} has no ${method}() method.`);
     }
-    return (await this.bounded.call(() => implementation.call(this.storage, checks, amount))) as M extends 'reset' | 'block' ? void : RateLimitResult;
+    return (await this.bounded.call((deadline) => operation(this.storage, deadline)!, `RateLimitService.${method === 'adjust' ? 'reward or penalize' : method}`)) as T;
   }
 
   private checks(identity: string, target: RateLimitTarget): readonly RateLimitCheck[] {

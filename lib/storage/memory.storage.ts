@@ -1,5 +1,6 @@
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
-import { AlgorithmOutcome, STATE_STRIDE } from '../algorithms/algorithm.interface.js';
+import { AlgorithmOutcome, STATE_STRIDE, type RateLimitAlgorithm } from '../algorithms/algorithm.interface.js';
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 import { settleCheck, type RateLimitResult } from './rate-limit-decision.js';
 import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
 import { flatCopy } from '../utils/flat-copy.js';
@@ -114,6 +115,28 @@ export class MemoryStorage implements RateLimitStorage {
 
   adjust(checks: readonly RateLimitCheck[], units: number): RateLimitResult {
     const now = this.clock();
+    this.rewrite(checks, now, (algorithm, rule, at, out, log) => {
+      algorithm.adjust(this.state, at, now, rule, units, out, log);
+      return true;
+    });
+    return this.peek(checks, 1);
+  }
+
+  refund(checks: readonly RateLimitCheck[], cost: number, chargedAt: number): void {
+    const now = this.clock();
+    this.rewrite(checks, now, (algorithm, rule, at, out, log) => at >= 0 && algorithm.refund(this.state, at, now, rule, cost, chargedAt, out, log));
+  }
+
+  /**
+   * Rewrites the state of each check's key that no block holds: `change` fills `out` from the
+   * state at `at` (-1: none), or a list-based algorithm's log in place, and answers whether
+   * anything changed.
+   */
+  private rewrite(
+    checks: readonly RateLimitCheck[],
+    now: number,
+    change: (algorithm: RateLimitAlgorithm, rule: RateLimitRule, at: number, out: AlgorithmOutcome, log: number[] | undefined) => boolean,
+  ): void {
     this.evaluate(checks, 1, now); // finds the blocked keys, which stay as they are
     for (let i = 0; i < checks.length; i++) {
       if (this.wasBlocked[i]) continue;
@@ -123,7 +146,7 @@ export class MemoryStorage implements RateLimitStorage {
       const live = slot >= 0 && this.state[slot * STATE_STRIDE] > now;
       const out = this.outcomes[i];
       const log = algorithm.log ? (live ? (this.logs[slot] ??= []) : []) : undefined;
-      algorithm.adjust(this.state, live ? slot * STATE_STRIDE : -1, now, rule, units, out, log);
+      if (!change(algorithm, rule, live ? slot * STATE_STRIDE : -1, out, log)) continue;
       if (out.expiresAt <= now) {
         if (slot >= 0) this.freeSlot(key, slot);
         continue;
@@ -132,7 +155,6 @@ export class MemoryStorage implements RateLimitStorage {
       this.store(slot, out);
       if (log) this.logs[slot] = log;
     }
-    return this.peek(checks, 1);
   }
 
   reset(checks: readonly RateLimitCheck[]): void {

@@ -19,6 +19,12 @@ export interface RateLimitResult {
   /** When the decision was made, in ms since the epoch (for Redis: when the app sent the check). */
   readonly now: number;
   /**
+   * The storage's own clock when it decided (Redis: the server's, unless a clock was injected):
+   * what `RateLimitStorage.refund` needs to give an admitted check's units back where they were
+   * taken. Absent from a denial the block cache answered.
+   */
+  readonly chargedAt?: number;
+  /**
    * One decision per checked rule, in the order given; except for a denial served from
    * RedisStorage's block cache, which carries only the rule that blocks.
    */
@@ -44,6 +50,8 @@ export function settleCheck(
   outcomes: readonly RawOutcome[],
   /** False for a peek: then `remaining` is what is left now, every rule uncharged. */
   charged = true,
+  /** The storage's clock when it decided, if it differs from `now` (Redis's). */
+  chargedAt = now,
 ): RateLimitResult {
   let allowed = true;
   for (let i = 0; i < rules.length; i++) allowed &&= outcomes[i].allowed;
@@ -64,5 +72,5 @@ export function settleCheck(
       resetMs: Math.max(0, Math.ceil(outcome.resetMs)),
     };
   }
-  return { allowed, now, decisions };
+  return { allowed, now, chargedAt, decisions };
 }

@@ -1,7 +1,7 @@
 import { getAlgorithm } from '../algorithms/algorithm-registry.js';
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 import type { RateLimitResult } from './rate-limit-decision.js';
-import type { RateLimitCheck } from './rate-limit-storage.interface.js';
+import type { RateLimitCheck, StorageDeadline } from './rate-limit-storage.interface.js';
 
 /** A check waiting for its batch's reply. */
 export interface PendingCheck {
@@ -9,6 +9,8 @@ export interface PendingCheck {
   readonly cost: number;
   /** Local clock when the check was made. */
   readonly sentAt: number;
+  /** The caller's deadline, if it has one: the batch must decide nothing once it has passed. */
+  readonly deadline?: StorageDeadline;
   resolve(result: RateLimitResult): void;
   reject(error: unknown): void;
 }
@@ -27,13 +29,20 @@ export class RedisCheckBatch {
   private code: string | null | undefined;
   /** Whether every check so far is the usual one: one rule, cost 1. */
   private usualOnly = true;
+  /** The shortest wait of its checks' callers, in ms, once sent; Infinity if none has a deadline. */
+  timeoutMs = Infinity;
 
-  /** One instant for the whole batch; undefined lets the script read the server's TIME. */
-  constructor(readonly now?: number) {}
+  constructor(
+    /** One instant for the whole batch; undefined lets the script read the server's TIME. */
+    readonly now?: number,
+    /** The hash tag of its keys on a Cluster; '' elsewhere. */
+    readonly group = '',
+  ) {}
 
   add(check: PendingCheck): void {
-    const { checks, cost } = check;
+    const { checks, cost, deadline } = check;
     this.pending.push(check);
+    if (deadline !== undefined && deadline.timeoutMs < this.timeoutMs) this.timeoutMs = deadline.timeoutMs;
     const single = checks.length === 1 && cost === 1;
     if (!single) {
       this.checkArgs.push(-checks.length, cost);
@@ -59,12 +68,17 @@ export class RedisCheckBatch {
     return this.code ?? null;
   }
 
-  /** ARGV, after the keys. */
-  arguments(): (string | number)[] {
+  /** Tells the checks' callers the batch goes out now (`performance.now()`): their deadlines run from here. */
+  markSent(at: number): void {
+    for (const { deadline } of this.pending) if (deadline !== undefined) deadline.sentAt = at;
+  }
+
+  /** ARGV, after the keys; `deadline`: the server's time after which the batch must decide nothing, or ''. */
+  arguments(deadline: number | string): (string | number)[] {
     // Only usual checks: their rule numbers as one string, a character each (under 128: one byte).
     if (this.usualOnly && this.rules.size < 128) {
-      return [this.now ?? '', -this.rules.size, ...this.ruleArgs, String.fromCharCode(...this.checkArgs)];
+      return [this.now ?? '', deadline, -this.rules.size, ...this.ruleArgs, String.fromCharCode(...this.checkArgs)];
     }
-    return [this.now ?? '', this.rules.size, ...this.ruleArgs, ...this.checkArgs];
+    return [this.now ?? '', deadline, this.rules.size, ...this.ruleArgs, ...this.checkArgs];
   }
 }

@@ -7,7 +7,8 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * (and committed) before the next, so two checks of one key in a batch see each other.
  *
  * KEYS: the keys of every check, in order; one check's keys share one hash tag.
- * ARGV: now (ms, or '' for the server's TIME), the number of distinct rules R, R times (algorithm
+ * ARGV: now (ms, or '' for the server's TIME), the deadline (see redis-lua-prelude.ts), the
+ * number of distinct rules R, R times (algorithm
  * code, limit, window, burst, capacity, blockFor ms or 0), then per check either one rule number
  * (the usual check: one rule, cost 1) or -n, the cost and n rule numbers. Redis pays for every
  * argument, hence the short form, and the shortest: when every check is the usual one, R is sent
@@ -16,7 +17,8 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * A key under a block is denied until it ends (see redis-lua-prelude.ts). A rule with `blockFor`
  * that denies a request it could ever admit blocks its key, after the check's reads.
  *
- * Reply: { records, errors, healed }.
+ * Reply: { records, errors, healed, now, server time }; records empty when the batch came after
+ * its deadline and decided nothing.
  * - records: per check, per rule, 25 bytes packed little-endian (`<Bddd`): allowed (0 or 1; 2
  *   for a check that raised an error), then remaining, retry-after and reset as the algorithm
  *   computed them, unrounded (the app rounds them as for memory). One string, because Redis
@@ -26,6 +28,8 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  *   has just read. (A read may drop state that counts as none anyway: expired log entries,
  *   unreadable state.)
  * - healed: the numbers (1-based) of the keys whose state could not be read and was dropped.
+ * - now: the instant the checks were decided at, as text (exact), which a refund names later.
+ * - server time: the server's clock (ms), or 0 when it was not read (no deadline, a clock given).
  *
  * State that cannot be read (another type, a truncated string) is deleted and counts as none:
  * one client's bad key must cost that client a fresh start, not every client of the batch an error.
@@ -45,15 +49,17 @@ export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): str
   return `#!lua
 ${LUA_PRELUDE}
 
+if expired then return { '', {}, {}, string.format('%.17g', now), server_time } end
+
 local algorithms = {}
 ${algorithms.map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`).join('\n')}
 
 local rules = {}
-local rule_count = tonumber(ARGV[2])
+local rule_count = tonumber(ARGV[3])
 local usual_only = rule_count < 0
 if usual_only then rule_count = -rule_count end
 for r = 1, rule_count do
-  local at = 3 + (r - 1) * 6
+  local at = 4 + (r - 1) * 6
   rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]) }
 end
 
@@ -64,7 +70,7 @@ local FAILED = pack('<Bddd', 2, 0, 0, 0)
 
 -- The check being decided: its first record, key and argument, its number of rules, and where
 -- the next check's arguments start.
-local r, key, at, n, next_at = 0, 1, 3 + rule_count * 6, 1, 0
+local r, key, at, n, next_at = 0, 1, 4 + rule_count * 6, 1, 0
 local last = #ARGV
 -- When every check is the usual one, their rule numbers are the characters of one argument, and
 -- \`at\` counts characters.
@@ -160,7 +166,7 @@ while true do
   r, key, at = r + n, key + n, next_at
 end
 
-return { table.concat(records), errors, healed }
+return { table.concat(records), errors, healed, string.format('%.17g', now), server_time }
 `;
 }
 

@@ -1,46 +1,63 @@
 import { ALGORITHMS } from '../algorithms/algorithm-registry.js';
+import { UNDRAINED_LUA } from '../algorithms/undrained.js';
 import { LUA_PRELUDE } from './redis-lua-prelude.js';
 
 /**
- * The operations of RateLimitService (and of `count`'s refunds) on the keys of one limit, each
- * one script call: `peek`, `adjust`, `reset` and `block`. The twin of MemoryStorage's methods of
- * the same names; every algorithm's `lua` and `luaAdjust` do the arithmetic.
+ * The operations of RateLimitService and of `count`'s refunds on the keys of one limit, each one
+ * script call: `peek`, `adjust`, `refund`, `reset` and `block`. The twin of MemoryStorage's
+ * methods of the same names; every algorithm's `lua`, `luaAdjust` and `luaRefund` do the arithmetic.
  *
- * KEYS: one per rule, sharing one hash tag. ARGV: now (or ''), the operation, its amount (the
- * cost to peek at, the units to charge or refund if negative, the block's ms), the channel to
- * publish invalidations on ('' for none), then per key (algorithm code, limit, window, burst).
+ * KEYS: one per rule, sharing one hash tag. ARGV: now (or ''), the deadline (see
+ * redis-lua-prelude.ts), the operation, its amount (the cost to peek at or to refund, the units
+ * to charge or give back if negative, the block's ms), the channel to publish invalidations on
+ * ('' for none), the instant a refunded check was charged at ('' otherwise), then per key
+ * (algorithm code, limit, window, burst).
  *
- * Reply of `peek` and `adjust`: four numbers per key, as the check script's (for `adjust`, what
- * a peek of one unit then sees); `remaining` is what the check would leave, as there.
- * `reset`, `block`, and a refund on a key that was denying a unit, publish the keys (newline-separated)
- * so every app instance drops denials of them from its block cache.
+ * Reply: the server's time (0 when not read), 1 if the call came after its deadline and did
+ * nothing (else 0), then for `peek` and `adjust` four numbers per key, as the check script's
+ * (for `adjust`, what a peek of one unit then sees); `remaining` is what the check would leave.
+ * `reset`, `block`, and a refund or reward on a key that was denying a unit, publish the keys
+ * (newline-separated) so every app instance drops denials of them from its block cache.
  */
 export const REDIS_CONTROL_LUA = `#!lua
 ${LUA_PRELUDE}
 
+if expired then return { server_time, 1 } end
+
+${UNDRAINED_LUA}
+
 local algorithms = {}
 local adjusts = {}
+local refunds = {}
 ${Object.values(ALGORITHMS)
-  .map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}\nadjusts['${algorithm.code}'] = ${algorithm.luaAdjust}`)
+  .map((algorithm) => [
+    `algorithms['${algorithm.code}'] = ${algorithm.lua}`,
+    `adjusts['${algorithm.code}'] = ${algorithm.luaAdjust}`,
+    `refunds['${algorithm.code}'] = ${algorithm.luaRefund}`,
+  ].join('\n'))
   .join('\n')}
 
-local op, amount, channel = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local op, amount, channel, charged_at = ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+
+local function publish()
+  if channel ~= '' then redis.call('PUBLISH', channel, table.concat(KEYS, '\\n')) end
+end
 
 if op == 'reset' then
   redis.call('DEL', unpack(KEYS))
-  if channel ~= '' then redis.call('PUBLISH', channel, table.concat(KEYS, '\\n')) end
-  return {}
+  publish()
+  return { server_time, 0 }
 end
 
 if op == 'block' then
   for i = 1, #KEYS do write_block(KEYS[i], now + amount) end
   -- a shorter block may replace a longer one that instances have cached
-  if channel ~= '' then redis.call('PUBLISH', channel, table.concat(KEYS, '\\n')) end
-  return {}
+  publish()
+  return { server_time, 0 }
 end
 
 local function rule(i)
-  local at = 5 + (i - 1) * 4
+  local at = 7 + (i - 1) * 4
   return ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
 end
 
@@ -59,7 +76,7 @@ local function look(cost)
 end
 
 local function answer(verdicts)
-  local reply = {}
+  local reply = { server_time, 0 }
   for i = 1, #verdicts do
     local v = verdicts[i]
     reply[#reply + 1] = v[1]
@@ -72,18 +89,22 @@ end
 
 if op == 'peek' then return answer(look(amount)) end
 
-if op == 'adjust' then
+-- adjust and refund leave a blocked key as it is; giving units back to a key that was denying
+-- may reopen it, which every instance's block cache must hear of
+if op == 'adjust' or op == 'refund' then
   local before = look(1)
   local reopened = false
   for i = 1, #KEYS do
     if not before[i][5] then
       current_key = i
       local code, limit, window, burst = rule(i)
-      adjusts[code](KEYS[i], now, limit, window, burst, amount)
-      if amount < 0 and before[i][1] == 0 then reopened = true end
+      if op == 'adjust' then adjusts[code](KEYS[i], now, limit, window, burst, amount)
+      else refunds[code](KEYS[i], now, limit, window, burst, amount, charged_at) end
+      if (op == 'refund' or amount < 0) and before[i][1] == 0 then reopened = true end
     end
   end
-  if reopened and channel ~= '' then redis.call('PUBLISH', channel, table.concat(KEYS, '\\n')) end
+  if reopened then publish() end
+  if op == 'refund' then return { server_time, 0 } end
   return answer(look(1))
 end
 

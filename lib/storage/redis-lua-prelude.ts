@@ -1,6 +1,12 @@
 /**
- * What every script starts with: the clock, and reading state that may be unreadable or blocked.
- * ARGV[1] is now (ms), or '' for the server's TIME.
+ * What every script starts with: the clock, the caller's deadline, and reading state that may be
+ * unreadable or blocked. ARGV[1] is now (ms), or '' for the server's TIME; ARGV[2] the server's
+ * time (ms) after which the caller has given up on the script, or '' for no deadline.
+ *
+ * A script run after its deadline (Redis paused, frozen, or reached late) must change nothing:
+ * its caller has reported it failed, and the failure must not take effect later. `expired` says
+ * so before anything is read; `server_time` goes back in the reply, so the app learns how the
+ * server's clock stands to its own (see server-clock.ts).
  *
  * A block (`block`, or a rule's `blockFor`) replaces a key's state with a 9-byte string: `b` and
  * the packed time it ends, expiring then. No algorithm's state has that size, so the usual read
@@ -8,10 +14,14 @@
  * caller turns the verdict into a denial until then.
  */
 export const LUA_PRELUDE = `local now = tonumber(ARGV[1])
-if not now then
+local deadline = tonumber(ARGV[2])
+local server_time = 0
+if not now or deadline then
   local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  server_time = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
+if not now then now = server_time end
+local expired = deadline ~= nil and server_time > deadline
 
 local healed = {}
 local current_key = 0

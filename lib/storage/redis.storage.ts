@@ -1,8 +1,11 @@
 import { Logger } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { settleCheck, type RateLimitResult, type RawOutcome } from './rate-limit-decision.js';
-import type { RateLimitCheck, RateLimitStorage } from './rate-limit-storage.interface.js';
+import type { RateLimitCheck, RateLimitStorage, StorageDeadline } from './rate-limit-storage.interface.js';
 import { BlockCache } from './block-cache.js';
+import { clusterSlot, hashTagOf } from './cluster-slot.js';
+import { LateOperationError } from './late-operation.error.js';
+import { ServerClock, toServerTime } from './server-clock.js';
 import { ALGORITHMS, getAlgorithm } from '../algorithms/algorithm-registry.js';
 import { buildCheckScript, REDIS_CHECK_LUA } from './redis-check.lua.js';
 import { RedisCheckBatch, type PendingCheck } from './redis-check-batch.js';
@@ -10,7 +13,7 @@ import { REDIS_CONTROL_LUA } from './redis-control.lua.js';
 import { CheckFailedError } from './check-failed.error.js';
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
 import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
-import { CONCURRENCY_ACQUIRE_LUA, CONCURRENCY_RELEASE_LUA } from '../concurrency/concurrency-leases.lua.js';
+import { CONCURRENCY_ACQUIRE_LUA, CONCURRENCY_RELEASE_LUA, CONCURRENCY_RESTORE_LUA } from '../concurrency/concurrency-leases.lua.js';
 
 export interface RedisStorageOptions {
   /** A client you own: used as given and never closed by the storage. */
@@ -58,9 +61,16 @@ const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<(number | string)[]>;
 /** The check script's reply (see redis-check.lua.ts), bulk strings as Buffers. */
-type CheckReply = [records: Buffer, errors: Buffer[], healed: number[]];
+type CheckReply = [records: Buffer, errors: Buffer[], healed: number[], now: Buffer, serverTime: number];
 type BatchCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<CheckReply>;
-type ControlOperation = 'peek' | 'adjust' | 'reset' | 'block';
+type ControlOperation = 'peek' | 'adjust' | 'refund' | 'reset' | 'block';
+
+/** A lease this instance holds in Redis: what it puts back if Redis loses it. */
+interface HeldLease {
+  readonly key: string;
+  /** When it expires, by the clock the lease script used (the server's, unless one was injected). */
+  readonly expiresAt: number;
+}
 
 /** Bytes of a rule's record in the check script's reply: allowed, then three doubles. */
 const RECORD_BYTES = 25;
@@ -100,6 +110,12 @@ export class RedisStorage implements RateLimitStorage {
   /** Settles once the subscriber first listens (or gives up): `init` waits for it. */
   private subscribed: Promise<void> = Promise.resolve();
   private readonly channel: string = '';
+  /** What this process knows of each server's clock, by node address ('' outside a Cluster). */
+  private readonly clocks = new Map<string, ServerClock>();
+  /** Leases this instance holds, by lease id, and releases that failed and wait for the connection. */
+  private readonly held = new Map<string, HeldLease>();
+  private readonly unreleased = new Map<string, HeldLease>();
+  private restoreScheduled = false;
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -126,50 +142,93 @@ export class RedisStorage implements RateLimitStorage {
     }
     this.runAcquire = this.define('rateLimitAcquire', CONCURRENCY_ACQUIRE_LUA);
     this.runRelease = this.define('rateLimitRelease', CONCURRENCY_RELEASE_LUA);
+    this.runRestore = this.define('rateLimitRestore', CONCURRENCY_RESTORE_LUA);
+    this.watchReconnects();
   }
 
-  check(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | Promise<RateLimitResult> {
+  check(checks: readonly RateLimitCheck[], cost: number, deadline?: StorageDeadline): RateLimitResult | Promise<RateLimitResult> {
     const sentAt = this.clock ? this.clock() : Date.now();
     const blocked = this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
-    return new Promise((resolve, reject) => this.enqueue({ checks, cost, sentAt, resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue({ checks, cost, sentAt, deadline, resolve, reject }));
   }
 
-  peek(checks: readonly RateLimitCheck[], cost: number): Promise<RateLimitResult> {
-    return this.control('peek', checks, cost);
+  peek(checks: readonly RateLimitCheck[], cost: number, deadline?: StorageDeadline): Promise<RateLimitResult> {
+    return this.control('peek', checks, cost, deadline);
   }
 
-  adjust(checks: readonly RateLimitCheck[], units: number): Promise<RateLimitResult> {
+  adjust(checks: readonly RateLimitCheck[], units: number, deadline?: StorageDeadline): Promise<RateLimitResult> {
     if (units < 0) this.blocks?.forget(checks.map((check) => check.key));
-    return this.control('adjust', checks, units);
+    return this.control('adjust', checks, units, deadline);
   }
 
-  async reset(checks: readonly RateLimitCheck[]): Promise<void> {
+  async refund(checks: readonly RateLimitCheck[], cost: number, chargedAt: number, deadline?: StorageDeadline): Promise<void> {
     this.blocks?.forget(checks.map((check) => check.key));
-    await this.control('reset', checks, 0);
+    await this.control('refund', checks, cost, deadline, chargedAt);
   }
 
-  async block(checks: readonly RateLimitCheck[], durationMs: number): Promise<void> {
+  async reset(checks: readonly RateLimitCheck[], deadline?: StorageDeadline): Promise<void> {
     this.blocks?.forget(checks.map((check) => check.key));
-    await this.control('block', checks, durationMs);
+    await this.control('reset', checks, 0, deadline);
+  }
+
+  async block(checks: readonly RateLimitCheck[], durationMs: number, deadline?: StorageDeadline): Promise<void> {
+    this.blocks?.forget(checks.map((check) => check.key));
+    await this.control('block', checks, durationMs, deadline);
   }
 
   /** One call of the control script (see redis-control.lua.ts); not batched, as it is rare. */
-  private async control(operation: ControlOperation, checks: readonly RateLimitCheck[], amount: number): Promise<RateLimitResult> {
+  private async control(
+    operation: ControlOperation,
+    checks: readonly RateLimitCheck[],
+    amount: number,
+    deadline: StorageDeadline | undefined,
+    chargedAt: number | '' = '',
+  ): Promise<RateLimitResult> {
     const now = this.clock ? this.clock() : Date.now();
-    const args: (string | number)[] = [this.clock ? now : '', operation, amount, this.channel];
+    const node = this.nodeOf(hashTagOf(checks[0]?.key ?? ''));
+    const args: (string | number)[] = [this.clock ? now : '', this.deadlineOn(node, deadline), operation, amount, this.channel, chargedAt];
     for (const { rule } of checks) args.push(getAlgorithm(rule.algorithm).code, rule.limit, rule.windowMs, rule.burst);
     const reply = await this.runControl(checks.length, checks.map((check) => check.key), args);
+    this.readClock(node, reply[0] as number);
+    if (reply[1] === 1) throw new LateOperationError(`a ${operation}`);
     const outcomes: RawOutcome[] = [];
-    for (let at = 0; at < reply.length; at += 4) {
+    for (let at = 2; at < reply.length; at += 4) {
       outcomes.push({ allowed: reply[at] === 1, remaining: reply[at + 1] as number, retryAfterMs: reply[at + 2] as number, resetMs: reply[at + 3] as number });
     }
     return outcomes.length === 0 ? { allowed: true, now, decisions: [] } : settleCheck(checks, now, operation === 'peek' ? amount : 1, outcomes, false);
   }
 
   /**
+   * The server's time after which an operation sent now must do nothing, as its script argument:
+   * `timeoutMs` from now, on the clock of the node that runs it; '' without a deadline. Marks
+   * the deadline sent, so the caller waits from here.
+   */
+  private deadlineOn(node: string | undefined, deadline: StorageDeadline | undefined, timeoutMs = deadline?.timeoutMs): number | '' {
+    if (timeoutMs === undefined || timeoutMs === Infinity) return '';
+    const sentAt = performance.now();
+    if (deadline !== undefined) deadline.sentAt = sentAt;
+    return toServerTime(sentAt + timeoutMs, node === undefined ? undefined : this.clocks.get(node), this.clocks.values());
+  }
+
+  /** A reply's reading of its server's clock (0: none was taken). */
+  private readClock(node: string | undefined, serverTime: number): void {
+    if (node === undefined || !(serverTime > 0)) return;
+    let clock = this.clocks.get(node);
+    if (clock === undefined) this.clocks.set(node, (clock = new ServerClock()));
+    clock.read(serverTime, performance.now());
+  }
+
+  /** The node that serves a hash tag: its address on a Cluster (undefined while unknown), else ''. */
+  private nodeOf(hashTag: string): string | undefined {
+    if (!this.isCluster) return '';
+    return (this.client as Cluster).slots[clusterSlot(hashTag)]?.[0];
+  }
+
+  /**
    * Subscribes, on a connection of its own, to the keys other instances reset. Denials cached
-   * while no message could arrive may be stale, so each (re)subscription starts the cache over.
+   * while no message could arrive may be stale, so each (re)subscription starts the cache over,
+   * and while the subscription is down the cache trusts a denial for a second at most.
    */
   private listen(blocks: BlockCache): Redis | Cluster {
     const subscriber: Redis | Cluster = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
@@ -178,10 +237,11 @@ export class RedisStorage implements RateLimitStorage {
     this.subscribed = new Promise((resolve) => (listening = resolve));
     subscriber.on('ready', () => {
       subscriber.subscribe(this.channel).then(() => {
-        blocks.clear();
+        blocks.resubscribed();
         listening();
       }, () => undefined);
     });
+    for (const lost of ['close', 'reconnecting', 'end', '-subscriber']) subscriber.on(lost, () => blocks.unsubscribed());
     subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.channel) blocks.forget(message.split('\n'));
     });
@@ -199,9 +259,18 @@ export class RedisStorage implements RateLimitStorage {
     return this.blocks?.size ?? 0;
   }
 
+  /**
+   * Whether resets and refunds made elsewhere reach this instance's block cache now: false while
+   * its subscription is down (the cache then trusts a denial for a second at most); undefined
+   * without a block cache.
+   */
+  get invalidationsReceived(): boolean | undefined {
+    return this.blocks?.listening;
+  }
+
   /** A denial from the block cache, without a round trip; undefined if it knows none. */
-  cachedDenial(checks: readonly RateLimitCheck[], cost: number): RateLimitResult | undefined {
-    return this.blocks?.find(checks, cost, this.clock ? this.clock() : Date.now());
+  cachedDenial(checks: readonly RateLimitCheck[], cost: number, unreachable?: boolean): RateLimitResult | undefined {
+    return this.blocks?.find(checks, cost, this.clock ? this.clock() : Date.now(), unreachable);
   }
 
   /**
@@ -219,7 +288,7 @@ export class RedisStorage implements RateLimitStorage {
       batch = undefined;
     }
     if (batch === undefined) {
-      batch = new RedisCheckBatch(now);
+      batch = new RedisCheckBatch(now, group);
       this.batches.set(group, batch);
     }
     batch.add(check);
@@ -244,14 +313,27 @@ export class RedisStorage implements RateLimitStorage {
     const fail = (error: unknown) => {
       for (const check of batch.pending) check.reject(error);
     };
+    const node = this.nodeOf(batch.group);
+    const deadline = this.deadlineOn(node, undefined, batch.timeoutMs);
+    batch.markSent(performance.now());
+    // a denial is cached only if no invalidation of its key arrives between now and its answer
+    const generation = this.blocks?.sentGeneration ?? 0;
     try {
-      command(batch.keys.length, batch.keys, batch.arguments()).then((reply) => this.settle(batch, reply), fail);
+      command(batch.keys.length, batch.keys, batch.arguments(deadline)).then((reply) => this.settle(batch, reply, node, generation), fail);
     } catch (error) {
       fail(error);
     }
   }
 
-  private settle(batch: RedisCheckBatch, [records, errors, healed]: CheckReply): void {
+  private settle(batch: RedisCheckBatch, [records, errors, healed, decidedAt, serverTime]: CheckReply, node: string | undefined, generation: number): void {
+    this.readClock(node, serverTime);
+    if (records.length === 0) {
+      const late = new LateOperationError('a batch of checks');
+      for (const { reject } of batch.pending) reject(late);
+      return;
+    }
+    const chargedAt = Number(String(decidedAt));
+    const receivedAt = this.clock ? this.clock() : Date.now();
     let at = 0;
     let failed = 0;
     for (const { checks, cost, sentAt, resolve, reject } of batch.pending) {
@@ -270,8 +352,8 @@ export class RedisStorage implements RateLimitStorage {
             resetMs: records.readDoubleLE(at + 17),
           };
         }
-        const result = settleCheck(checks, sentAt, cost, outcomes);
-        this.blocks?.record(checks, cost, sentAt, result);
+        const result = settleCheck(checks, sentAt, cost, outcomes, true, chargedAt);
+        this.blocks?.record(checks, cost, sentAt, result, generation, receivedAt);
         resolve(result);
       } catch (error) {
         reject(error);
@@ -338,17 +420,94 @@ export class RedisStorage implements RateLimitStorage {
   /** The concurrency-slot scripts (`@ConcurrencyLimit`), defined in the constructor so `init` loads them. */
   private readonly runAcquire: CheckCommand;
   private readonly runRelease: CheckCommand;
+  private readonly runRestore: CheckCommand;
 
-  /** One round trip, not batched: see `concurrency-leases.lua.ts`. */
-  async acquire(key: string, limit: number, leaseMs: number, leaseId: string): Promise<ConcurrencyDecision> {
-    const reply = await this.runAcquire(1, [key], [this.clock ? this.clock() : '', limit, leaseMs, leaseId]);
+  /** One round trip, not batched: see `concurrency-leases.lua.ts`. The lease is remembered until released. */
+  async acquire(key: string, limit: number, leaseMs: number, leaseId: string, deadline?: StorageDeadline): Promise<ConcurrencyDecision> {
+    const node = this.nodeOf(hashTagOf(key));
+    const reply = await this.runAcquire(1, [key], [this.clock ? this.clock() : '', this.deadlineOn(node, deadline), limit, leaseMs, leaseId]);
+    this.readClock(node, reply[3] as number);
+    if (reply[0] === -1) throw new LateOperationError('a concurrency acquire');
     if (reply[2] === 1) this.healLog.warn(`Replaced concurrency leases it could not read (another type) under key "${key}"`);
+    if (reply[0] === 1) this.held.set(leaseId, { key, expiresAt: Number(reply[4]) });
     return { allowed: reply[0] === 1, limit, inFlight: reply[1] as number };
   }
 
+  /** A release that fails is tried again once the connection is back (it changes nothing twice). */
   async release(key: string, leaseId: string): Promise<void> {
-    const removed: unknown = await this.runRelease(1, [key], [leaseId]);
+    const lease = this.held.get(leaseId) ?? { key, expiresAt: Infinity };
+    this.held.delete(leaseId);
+    let removed: unknown;
+    try {
+      removed = await this.runRelease(1, [key], [leaseId]);
+    } catch (error) {
+      this.unreleased.set(leaseId, lease);
+      throw error;
+    }
     if (removed === -1) this.healLog.warn(`Deleted concurrency leases it could not read (another type) under key "${key}"`);
+  }
+
+  /** Leases held now by this instance (for tests and health reports). */
+  get leasesHeld(): number {
+    return this.held.size;
+  }
+
+  /**
+   * After a reconnection, or a Cluster whose slots moved: Redis may have lost the leases this
+   * instance holds (a restart, a failover to a replica that had not received them). Each is put
+   * back with its own expiry, and failed releases are tried again.
+   */
+  private watchReconnects(): void {
+    const restore = () => {
+      if (this.restoreScheduled) return;
+      this.restoreScheduled = true;
+      // after the listeners of the same event (ioredis's own), before the next turn's commands
+      queueMicrotask(() => {
+        this.restoreScheduled = false;
+        this.restoreLeases();
+      });
+    };
+    if (this.client instanceof Cluster) {
+      const cluster = this.client;
+      const watch = (node: Redis) => node.on('ready', restore);
+      cluster.on('+node', watch);
+      cluster.on('refresh', restore);
+      for (const node of cluster.nodes('all')) watch(node);
+      return;
+    }
+    // another server may answer now (a Sentinel failover): what was known of its clock is not
+    this.client.on('ready', () => {
+      this.clocks.get('')?.forget();
+      this.restoreLeases();
+    });
+  }
+
+  private restoreLeases(): void {
+    if (this.held.size === 0 && this.unreleased.size === 0) return;
+    const now = this.clock ? this.clock() : toServerTime(performance.now(), this.clocks.get(''), this.clocks.values());
+    const byKey = new Map<string, string[]>();
+    for (const [id, lease] of this.held) {
+      if (lease.expiresAt <= now) {
+        this.held.delete(id); // its request outlived it; Redis has dropped it anyway
+        continue;
+      }
+      let pairs = byKey.get(lease.key);
+      if (pairs === undefined) byKey.set(lease.key, (pairs = []));
+      pairs.push(id, String(lease.expiresAt));
+    }
+    for (const [key, pairs] of byKey) {
+      this.runRestore(1, [key], [this.clock ? now : '', ...pairs]).then(
+        (missing) => {
+          if ((missing as unknown as number) > 0) logger.warn(`Put back ${String(missing)} concurrency lease(s) Redis had lost under key "${key}"`);
+        },
+        () => undefined, // the next reconnection tries again
+      );
+    }
+    for (const [id, lease] of this.unreleased) {
+      this.unreleased.delete(id);
+      if (lease.expiresAt <= now) continue;
+      this.runRelease(1, [lease.key], [id]).catch(() => this.unreleased.set(id, lease));
+    }
   }
 
   /**
@@ -398,12 +557,4 @@ function queueUntilFirstReady(client: Redis): void {
   client.once('ready', () => {
     client.options.enableOfflineQueue = false;
   });
-}
-
-/** The part of a key Redis Cluster hashes: its first non-empty `{...}`, else the whole key. */
-function hashTagOf(key: string): string {
-  const open = key.indexOf('{');
-  if (open === -1) return key;
-  const close = key.indexOf('}', open + 1);
-  return close > open + 1 ? key.slice(open + 1, close) : key;
 }

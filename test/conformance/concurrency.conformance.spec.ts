@@ -54,7 +54,7 @@ describe('concurrent checks from two processes against one Redis', () => {
       url: redis.url,
       lua: REDIS_CHECK_LUA,
       numKeys: checks.length,
-      args: [...batch.keys, ...batch.arguments()],
+      args: [...batch.keys, ...batch.arguments('')],
       count: PER_PROCESS,
     };
     const workers = await Promise.all([startWorker(payload), startWorker(payload)]);

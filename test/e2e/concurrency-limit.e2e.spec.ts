@@ -41,6 +41,15 @@ async function held(id: string, response: unknown): Promise<{ id: string }> {
   return { id };
 }
 
+/** Polls `condition` until it holds (2 s at most): releases land once the handler's end is seen. */
+async function until(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not so within 2 s: ${condition.toString()}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 /** Counts by the `x-client` header. */
 const byClientHeader = (context: ExecutionContext) => context.switchToHttp().getRequest<{ headers: Record<string, string | undefined> }>().headers['x-client'];
 
@@ -224,33 +233,38 @@ describe.each(HTTP_PLATFORMS)('@ConcurrencyLimit on %s', (platform) => {
       expect((await next.answer).status).toBe(200);
     });
 
-    it('releases the slot when the client aborts, while the handler still runs', async () => {
+    it('holds the slot of a client that hung up while its handler still runs, and releases it when the handler ends', async () => {
       const abandoned = get('/lease/gone');
       await flight.arrived('gone');
       abandoned.abort();
       await flight.closed('gone'); // the server saw the connection close; the handler has not returned
-      const next = get('/lease/next');
-      await flight.arrived('next');
-      expectDenied(await get('/lease/third').answer, 'ReportsController.lease', 1);
-      flight.release('next');
+      // the work goes on, so the slot stays taken: a client cannot free it by hanging up
+      expectDenied(await get('/lease/next').answer, 'ReportsController.lease', 1);
+      expect(instance.storage.released).toBe(0);
+      flight.release('gone'); // the handler ends now, into a closed response
+      await until(() => instance.storage.released === 1);
+      const next = get('/lease/later');
+      await flight.arrived('later');
+      flight.release('later');
       expect((await next.answer).status).toBe(200);
-      flight.release('gone'); // its late answer goes nowhere and releases nothing more
-      await flight.closed('next');
+      await flight.closed('later');
+      await until(() => instance.storage.released === 2);
       expect(instance.storage).toMatchObject({ granted: 2, denied: 1, released: 2 });
     });
 
-    it('gives the slot back at once to a client that left before it got it', async () => {
+    it('runs no handler for a client that left before it got a slot, and takes no slot for it', async () => {
       const abandoned = get('/slow-key/early');
       await flight.arrived('key-early'); // its key resolver waits
       abandoned.abort();
       await flight.closed('early');
-      flight.release('key-early'); // now it takes the slot, on a response closed already
-      await flight.arrived('handler-early');
+      flight.release('key-early'); // the request goes on, on a response closed already
       const next = get('/slow-key/late');
       await flight.arrived('key-late');
       flight.release('key-late');
       expect((await next.answer).status).toBe(200);
-      expect(instance.storage).toMatchObject({ granted: 2, denied: 0 });
+      // nothing was done for the client that left
+      expect(await Promise.race([flight.arrived('handler-early').then(() => 'ran'), Promise.resolve('not run')])).toBe('not run');
+      expect(instance.storage).toMatchObject({ granted: 1, denied: 0 });
     });
 
     it('releases exactly once per admitted request, however it ended: n fit again afterwards, and not n + 1', async () => {

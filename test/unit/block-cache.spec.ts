@@ -2,6 +2,13 @@ import { BlockCache } from '../../lib/storage/block-cache.js';
 import type { RateLimitResult } from '../../lib/index.js';
 import { keyOf, rulesOf } from '../conformance/limiter.js';
 
+/** A cache whose invalidations arrive, as once RedisStorage has subscribed. */
+function subscribedCache(): BlockCache {
+  const cache = new BlockCache(10);
+  cache.resubscribed();
+  return cache;
+}
+
 describe('BlockCache', () => {
   const [limited, guarded] = rulesOf([
     { rate: '5/minute', algorithm: 'fixed-window' },
@@ -14,28 +21,28 @@ describe('BlockCache', () => {
   });
 
   it('repeats a denial for the same rule and cost until its retry-after ends', () => {
-    const cache = new BlockCache(10);
+    const cache = subscribedCache();
     const checks = [{ key: keyOf('a', limited), rule: limited }];
-    cache.record(checks, 1, 1_000, denial(1_000));
+    cache.record(checks, 1, 1_000, denial(1_000), cache.sentGeneration, 1_000);
     expect(cache.find(checks, 1, 20_000)?.decisions[0].retryAfterMs).toBe(10_999);
     expect(cache.find(checks, 1, 30_999)).toBeUndefined();
   });
 
   it("does not answer for a check with another rule's blockFor: only the storage can start that block", () => {
-    const cache = new BlockCache(10);
+    const cache = subscribedCache();
     const alone = [{ key: keyOf('a', limited), rule: limited }];
     const together = [...alone, { key: keyOf('a', guarded), rule: guarded }];
-    cache.record(alone, 1, 1_000, denial(1_000));
+    cache.record(alone, 1, 1_000, denial(1_000), cache.sentGeneration, 1_000);
     expect(cache.find(alone, 1, 2_000)).toBeDefined();
     expect(cache.find(together, 1, 2_000)).toBeUndefined();
   });
 
   it('forgets keys it is told were reset, and everything on clear', () => {
-    const cache = new BlockCache(10);
+    const cache = subscribedCache();
     const a = [{ key: keyOf('a', limited), rule: limited }];
     const b = [{ key: keyOf('b', limited), rule: limited }];
-    cache.record(a, 1, 1_000, denial(1_000));
-    cache.record(b, 1, 1_000, denial(1_000));
+    cache.record(a, 1, 1_000, denial(1_000), cache.sentGeneration, 1_000);
+    cache.record(b, 1, 1_000, denial(1_000), cache.sentGeneration, 1_000);
     cache.forget([a[0].key]);
     expect(cache.find(a, 1, 2_000)).toBeUndefined();
     expect(cache.find(b, 1, 2_000)).toBeDefined();

@@ -1,16 +1,19 @@
 import 'reflect-metadata';
+import { jest } from '@jest/globals';
 import type { CallHandler } from '@nestjs/common';
 import { ModuleRef, Reflector } from '@nestjs/core';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
-import { NEVER, Observable, of, throwError, type Subscription } from 'rxjs';
+import { interval, NEVER, Observable, of, Subject, throwError, type Subscription } from 'rxjs';
 import { ConcurrencyLimit, MemoryStorage } from '../../lib/index.js';
 import { RateLimitInterceptor } from '../../lib/interceptors/rate-limit.interceptor.js';
 import { whenFinished } from '../../lib/outcomes/request-outcome.js';
 import { resolveConfig } from '../../lib/rate-limit.config.js';
 import { RoutePlanner } from '../../lib/rules/route-planner.js';
 
+const LEASE_MS = 5_000;
+
 class Messages {
-  @ConcurrencyLimit(1, { key: () => 'client' })
+  @ConcurrencyLimit(1, { key: () => 'client', leaseMs: LEASE_MS })
   limited() {}
   unlimited() {}
 }
@@ -63,19 +66,60 @@ describe('RateLimitInterceptor on a non-HTTP context', () => {
     expect(outcomes).toEqual([true]);
   });
 
-  it('releases once when unsubscribed before the handler ended, and holds the slot until then', () => {
+  it('holds the slot of a handler its subscriber left (a client gone) until the handler answers, then releases it once', () => {
     const { storage, call } = setup();
-    const running = call('limited', NEVER);
+    const answer = new Subject<string>(); // a promise still running: unsubscribing does not stop it
+    const running = call('limited', answer);
     const subscription: Subscription = running.run().subscribe();
+    subscription.unsubscribe();
+    subscription.unsubscribe();
+    // the work goes on: the slot is still held, and nothing is reported yet
     expect(() => call('limited', of('second')).run()).toThrow('Rate limit exceeded');
     expect(storage.releases).toBe(0);
-    subscription.unsubscribe();
-    subscription.unsubscribe();
+    expect(running.outcomes).toEqual([]);
+    answer.next('done late');
     expect(storage.releases).toBe(1);
-    expect(running.outcomes).toEqual([true]);
+    expect(running.outcomes).toEqual([false]); // it succeeded, though nobody read it
+    expect(answer.observed).toBe(false); // and is torn down once it has answered
     const again = call('limited', of('third'));
     again.run().subscribe();
     expect(again.outcomes).toEqual([false]);
+  });
+
+  it('releases at once a stream torn down after it produced something: its work ends with it', () => {
+    const { storage, call } = setup();
+    const ticks = new Subject<number>();
+    const streaming = call('limited', ticks);
+    const subscription = streaming.run().subscribe();
+    ticks.next(1);
+    expect(storage.releases).toBe(0);
+    subscription.unsubscribe();
+    expect(storage.releases).toBe(1);
+    expect(streaming.outcomes).toEqual([false]);
+    expect(ticks.observed).toBe(false);
+  });
+
+  it('gives up on a handler that never answers its departed subscriber after the lease, as a failure', () => {
+    jest.useFakeTimers();
+    try {
+      const { storage, call } = setup();
+      const hung = call('limited', NEVER);
+      hung.run().subscribe().unsubscribe();
+      jest.advanceTimersByTime(LEASE_MS - 1);
+      expect(storage.releases).toBe(0);
+      jest.advanceTimersByTime(1);
+      expect(storage.releases).toBe(1);
+      expect(hung.outcomes).toEqual([true]);
+      // and a periodic one that its subscriber left early stops at its first value
+      const periodic = call('limited', interval(1_000));
+      periodic.run().subscribe().unsubscribe();
+      jest.advanceTimersByTime(1_000);
+      expect(storage.releases).toBe(2);
+      expect(periodic.outcomes).toEqual([false]);
+      expect(jest.getTimerCount()).toBe(0);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   it('reports the outcome of a handler without a concurrency limit, taking no slot', () => {
