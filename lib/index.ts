@@ -70,7 +70,10 @@ export {
   RATE_LIMIT_STORAGE,
   type RateLimitStorage,
   type RateLimitCheck,
+  type StorageDeadline,
 } from './storage/rate-limit-storage.interface.js';
+export { LateOperationError } from './storage/late-operation.error.js';
+export { ClientClosedRequestException } from './outcomes/client-closed-request.exception.js';
 export type { RateLimitDecision, RateLimitResult } from './storage/rate-limit-decision.js';
 export type { ConcurrencyDecision } from './concurrency/concurrency-decision.js';
 export { MemoryStorage, type MemoryStorageOptions } from './storage/memory.storage.js';

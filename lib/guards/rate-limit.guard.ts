@@ -13,7 +13,8 @@ import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavaila
 import { withoutStack } from '../exceptions/without-stack.js';
 import { contextAdapterFor } from '../contexts/context-adapters.js';
 import { httpContext } from '../contexts/http.context-adapter.js';
-import { mostConstraining, rateLimitHeaders } from '../headers/rate-limit-headers.js';
+import { mostConstraining } from '../headers/rate-limit-headers.js';
+import { denial } from '../exceptions/denial.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { CircuitBreaker, type CircuitState } from '../resilience/circuit-breaker.js';
 import { ProtectedStorage } from '../resilience/protected-storage.js';
@@ -288,26 +289,10 @@ export class RateLimitGuard implements CanActivate {
       else contextAdapterFor(type)?.admitted?.(context, result, rules.policy, this.config.headers);
       return true;
     }
-    // the exception carries the headers; the filter (or yours) writes them with the 429
-    const headers = rateLimitHeaders(this.config.headers, result, rules.policy);
-    const worst = mostConstraining(result.decisions);
     // a 429 is a 429, whichever storage decided it
-    if (this.observing) this.report(context, checks, cost, 'denied', rules, worst);
-    const details = {
-      rule: worst.rule,
-      limit: worst.limit,
-      remaining: worst.remaining,
-      retryAfterMs: worst.retryAfterMs,
-      resetMs: worst.resetMs,
-      resetAt: result.now + worst.resetMs,
-      cost,
-    };
-    const message =
-      worst.retryAfterMs === Infinity
-        ? `${this.config.errorMessage}: this request costs ${cost}, more than the ${worst.rule.capacity} that "${worst.rule.name}" can ever admit`
-        : this.config.errorMessage;
-    const problem = this.config.problemDetails ? { violatedPolicies: result.decisions.filter((d) => !d.allowed).map((d) => d.rule.name) } : undefined;
-    throw this.rejection(context, withoutStack(() => new RateLimitExceededException(details, message, headers, problem)));
+    if (this.observing) this.report(context, checks, cost, 'denied', rules, mostConstraining(result.decisions));
+    // the exception carries the headers; the filter (or yours) writes them with the 429
+    throw this.rejection(context, denial(this.config, result, rules.policy, cost));
   }
 
   /** The throttled warning of shadow mode; its text is built only when it is written. */

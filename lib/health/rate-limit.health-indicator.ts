@@ -8,6 +8,7 @@ import type { CircuitState } from '../resilience/circuit-breaker.js';
 import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 import { isPromiseLike } from '../utils/maybe-async.js';
 import { storageKindOf } from '../storage/storage-kind.js';
+import { RedisStorage } from '../storage/redis.storage.js';
 
 /** What the limiter's health check reports, besides terminus's `status`. */
 export interface RateLimitHealthDetails {
@@ -20,6 +21,13 @@ export interface RateLimitHealthDetails {
   latencyMs: number | null;
   /** The guard's circuit breaker in front of the storage. */
   circuit: CircuitState;
+  /**
+   * RedisStorage with a block cache: whether resets and refunds made on other instances reach
+   * this one (`subscribed`), or not (`unsubscribed`: its subscription is down, and its block
+   * cache trusts a denial for a second at most, so a reset elsewhere still takes effect here
+   * within that second). Absent otherwise. Reported, not judged: the storage is up either way.
+   */
+  invalidations?: 'subscribed' | 'unsubscribed';
   /** Only when down: why. */
   reason?: 'timeout' | 'error' | 'circuit-open';
   /** Only when down: the same, for people. */
@@ -75,6 +83,8 @@ export class RateLimitHealthIndicator {
       latencyMs: ping.ok ? ping.latencyMs : null,
       circuit: this.guard.circuitState,
     };
+    const invalidations = this.storage instanceof RedisStorage ? this.storage.invalidationsReceived : undefined;
+    if (invalidations !== undefined) details.invalidations = invalidations ? 'subscribed' : 'unsubscribed';
     let result: unknown;
     if (!ping.ok) {
       result = session.down({ ...details, reason: ping.reason, message: ping.message });

@@ -93,6 +93,13 @@ export class RateLimitMetrics {
     this.observe('ratelimit.block_cache.size', 'Denials the block cache holds', size);
   }
 
+  /** Whether the block cache hears of resets made elsewhere, as `ratelimit.block_cache.subscribed`: 1, or 0 while it cannot. */
+  observeInvalidations(received: () => boolean | undefined): void {
+    this.observe('ratelimit.block_cache.subscribed', 'Whether resets made on other instances reach the block cache: 1, or 0 while its subscription is down', () =>
+      received() === false ? 0 : 1,
+    );
+  }
+
   /** Stops the gauges: an app that closed must not keep reporting, nor be kept alive by the provider. */
   close(): void {
     for (const stop of this.stops.splice(0)) stop();
@@ -121,6 +128,9 @@ export class RateLimitMetrics {
 /** The module's metrics: instruments on the app's MeterProvider, the block cache's gauge included. */
 export async function createRateLimitMetrics(storage: RateLimitStorage): Promise<RateLimitMetrics> {
   const metrics = await RateLimitMetrics.create(storageKindOf(storage));
-  if (storage instanceof RedisStorage) metrics.observeBlockCache(() => storage.blockCacheSize);
+  if (storage instanceof RedisStorage) {
+    metrics.observeBlockCache(() => storage.blockCacheSize);
+    if (storage.invalidationsReceived !== undefined) metrics.observeInvalidations(() => storage.invalidationsReceived);
+  }
   return metrics;
 }

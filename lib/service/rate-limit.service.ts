@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { assertUnits } from '../decorators/rate-limit.decorator.js';
+import { denial } from '../exceptions/denial.js';
 import { mostConstraining } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
@@ -44,6 +45,20 @@ export class RateLimitService {
   async consume(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
     assertUnits('cost', cost);
     return status(await this.bounded.check(this.checks(identity, target), cost));
+  }
+
+  /**
+   * Charges `cost` units as `consume` does, and throws the refusal the guard would
+   * (`RateLimitExceededException`: a 429 with `Retry-After` and the rate-limit headers of the
+   * target, through the module's filter) when they are denied. For a limit only the handler can
+   * key, such as one per account named in the body.
+   */
+  async enforce(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
+    assertUnits('cost', cost);
+    const ruleSet = this.ruleSet(target);
+    const result = await this.bounded.check(this.checks(identity, target), cost);
+    if (!result.allowed) throw denial(this.config, result, ruleSet.policy, cost);
+    return status(result);
   }
 
   /** The decision a request of `cost` would get now, charging nothing; `remaining` is what is left now. */

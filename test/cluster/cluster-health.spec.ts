@@ -53,7 +53,9 @@ describe('RateLimitHealthIndicator on a Redis Cluster', () => {
     const masters = cluster.masters();
     expect(masters).toHaveLength(3);
     const before = await Promise.all(masters.map((master) => pingsOn(master.port)));
-    expect(await indicator.isHealthy()).toEqual({ ratelimit: { status: 'up', storage: 'cluster', latencyMs: expect.any(Number), circuit: 'closed' } });
+    expect(await indicator.isHealthy()).toEqual({
+      ratelimit: { status: 'up', storage: 'cluster', latencyMs: expect.any(Number), circuit: 'closed', invalidations: 'subscribed' },
+    });
     const after = await Promise.all(masters.map((master) => pingsOn(master.port)));
     expect(after.map((count, i) => count - before[i])).toEqual([1, 1, 1]);
 

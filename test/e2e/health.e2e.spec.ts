@@ -127,7 +127,7 @@ describe('RateLimitHealthIndicator', () => {
       const { indicator } = await serve({ storage: { type: 'redis', url: redis.url } });
       const ping = jest.spyOn(app!.get<RedisStorage>(RATE_LIMIT_STORAGE).client, 'ping');
       const { ratelimit } = await indicator.isHealthy();
-      expect(ratelimit).toEqual({ status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: 'closed' });
+      expect(ratelimit).toEqual({ status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: 'closed', invalidations: 'subscribed' });
       // a real round trip: a PING, taking more than nothing and less than the timeout
       expect(ping).toHaveBeenCalledTimes(1);
       expect(ratelimit.latencyMs).toBeGreaterThan(0);
@@ -158,6 +158,7 @@ describe('RateLimitHealthIndicator', () => {
         storage: 'redis',
         latencyMs: null,
         circuit: 'closed', // no traffic: the breaker has seen nothing, and health checks do not drive it
+        invalidations: 'unsubscribed', // the block cache's subscription went with Redis
         reason: 'error',
         message: expect.stringMatching(/^the storage failed a ping: /),
       });
@@ -165,7 +166,8 @@ describe('RateLimitHealthIndicator', () => {
       await redis.restart();
       const up = await timeUntil(() => indicator.isHealthy(), (result) => statusOf(result) === 'up');
       expect(up.ms).toBeLessThan(FOLLOWS_WITHIN);
-      expect(up.last.ratelimit).toEqual({ status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: 'closed' });
+      // the block cache's subscription comes back on a connection of its own, a moment apart
+      expect(up.last.ratelimit).toEqual({ status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: 'closed', invalidations: expect.stringMatching(/^(subscribed|unsubscribed)$/) });
     });
 
     it('is down within storageTimeout when Redis is frozen, without opening the circuit, and up once it thaws', async () => {
@@ -183,6 +185,7 @@ describe('RateLimitHealthIndicator', () => {
           storage: 'redis',
           latencyMs: null,
           circuit: 'closed', // three timeouts, threshold 2: the health check is not traffic
+          invalidations: 'subscribed', // a frozen Redis keeps its connections: nothing tells it apart
           reason: 'timeout',
           message: `the storage did not answer a ping within ${storageTimeout} ms (storageTimeout)`,
         });
@@ -277,7 +280,7 @@ describe.each(HTTP_PLATFORMS)("the sample app's GET /health on %s, on Redis", (p
     expect(healthy.status).toBe(200);
     expect(healthy.body).toEqual({
       status: 'ok',
-      info: { ratelimit: { status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: 'closed' } },
+      info: { ratelimit: { status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: 'closed', invalidations: 'subscribed' } },
       error: {},
       details: { ratelimit: expect.objectContaining({ status: 'up' }) },
     });
@@ -303,6 +306,12 @@ describe.each(HTTP_PLATFORMS)("the sample app's GET /health on %s, on Redis", (p
     await redis.restart();
     const up = await timeUntil(health, (answer) => answer.status === 200);
     expect(up.ms).toBeLessThan(FOLLOWS_WITHIN);
-    expect(up.last.body.info.ratelimit).toEqual({ status: 'up', storage: 'redis', latencyMs: expect.any(Number), circuit: expect.stringMatching(/^(closed|half-open)$/) });
+    expect(up.last.body.info.ratelimit).toEqual({
+      status: 'up',
+      storage: 'redis',
+      latencyMs: expect.any(Number),
+      circuit: expect.stringMatching(/^(closed|half-open)$/),
+      invalidations: expect.stringMatching(/^(subscribed|unsubscribed)$/),
+    });
   });
 });
