@@ -66,12 +66,12 @@ export const slidingWindowLog: RateLimitAlgorithm = {
     let first = 0;
     while (first < entries.length && entries[first] <= now - windowMs) first += ENTRY;
     if (first > 0) entries.splice(0, first);
-    // The charge's entry: of its weight, among those of its time (one, unless the clock went back).
-    // Taking back any other would leave the charge in the log and drop a later request.
+    // The charge's entry: of its time and weight (entries alike are alike in every way). Gone (out
+    // of the window), or stamped later (a clock that went back), nothing is taken back: any other
+    // entry would be a later request's, which would then leave the window before its time.
     let found = entryFrom(entries, chargedAt);
-    const time = entries[found];
-    while (found < entries.length && entries[found] === time && entries[found + 2] - entries[found + 1] !== cost) found += ENTRY;
-    if (found >= entries.length || entries[found] !== time) return false;
+    while (found < entries.length && entries[found] === chargedAt && entries[found + 2] - entries[found + 1] !== cost) found += ENTRY;
+    if (found >= entries.length || entries[found] !== chargedAt) return false;
     for (let later = found + ENTRY; later < entries.length; later += ENTRY) {
       entries[later + 1] -= cost;
       entries[later + 2] -= cost;

@@ -141,14 +141,14 @@ export const SLIDING_WINDOW_LOG_REFUND_LUA = `(function()
     local length = redis.call('LLEN', key)
     local from = entry_from(key, length, charged_at)
     if from >= length then return end
-    -- The charge's entry: of its weight, among those of its time (one, unless the clock went back).
-    -- Taking back any other would leave the charge in the log and drop a later request.
+    -- The charge's entry: of its time and weight (entries alike are alike in every way). Gone (out
+    -- of the window), or stamped later (a clock that went back), nothing is taken back: any other
+    -- entry would be a later request's, which would then leave the window before its time.
     local tail = redis.call('LRANGE', key, whole(from), '-1')
-    local time = entry(tail[1])
     local found = nil
     for i = 1, #tail do
       local at, before, after = entry(tail[i])
-      if at ~= time then break end
+      if at ~= charged_at then break end
       if after - before == cost then found = i break end
     end
     if not found then return end

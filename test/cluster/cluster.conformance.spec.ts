@@ -26,7 +26,7 @@ describe('memory and Redis Cluster agree on random traces', () => {
       (clock) => new RedisStorage({ client: cluster.client(), clock: clock.now, blockCache: false }),
       runs,
     );
-    expect(checks).toBeGreaterThan(runs * 8);
+    expect(checks).toBeGreaterThan(runs * 7); // of about 20 steps a trace, a sixth are other operations
     expect(denied).toBeGreaterThan(checks / 10);
   });
 });

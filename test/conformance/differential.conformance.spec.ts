@@ -16,11 +16,12 @@ describe('memory and Redis agree on random traces', () => {
 
   it('for every algorithm, alone and combined, decision for decision', async () => {
     const runs = 2_000;
-    const { checks, denied, impossible } = await playDifferentialTraces(
+    const { checks, denied, impossible, refunds } = await playDifferentialTraces(
       (clock) => new RedisStorage({ url: redis.url, clock: clock.now, blockCache: false }),
       runs,
     );
-    expect(checks).toBeGreaterThan(runs * 8);
+    expect(checks).toBeGreaterThan(runs * 7); // of about 20 steps a trace, a sixth are other operations
+    expect(refunds).toBeGreaterThan(runs / 2);
     // the traces reach the interesting paths, not only admissions
     expect(denied).toBeGreaterThan(checks / 10);
     expect(impossible).toBeGreaterThan(0);
@@ -38,19 +39,22 @@ describe('memory and Redis agree on random traces, with the block cache', () => 
   it('with the block cache on: never denies what Redis would allow, nor allows what it would deny', async () => {
     const admin = redis.client();
     await admin.config('RESETSTAT');
-    const { checks, denied, operations } = await playDifferentialTraces(
+    const { checks, denied, operations, refunds } = await playDifferentialTraces(
       (clock) => new RedisStorage({ url: redis.url, clock: clock.now }),
       1_000,
       'verdict',
       true,
     );
-    expect(checks).toBeGreaterThan(8_000);
+    expect(checks).toBeGreaterThan(7_000);
     expect(denied).toBeGreaterThan(checks / 10);
     // and it did answer denials locally: fewer script calls than checks
     const stats = await admin.info('commandstats');
     const calls = scriptCalls(stats);
     expect(calls).toBeGreaterThan(0);
-    // (each peek, reward, penalize, reset and block is a script call of its own)
-    expect(calls - operations).toBeLessThan(checks - denied / 4);
+    // each peek, reward, penalize, reset and block is a script call of its own, a refund two (with
+    // the peek after it); the checks that made none were denied from the cache. Resets and refunds
+    // forget the keys they touch, so the cache answers a share of the denials, not all of them.
+    const hits = checks - (calls - operations - 2 * refunds);
+    expect(hits).toBeGreaterThan(denied / 6);
   }, TRACES_TIMEOUT);
 });

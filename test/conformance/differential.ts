@@ -46,9 +46,12 @@ const step = fc.record({
   client: fc.integer({ min: 0, max: 2 }),
   cost: fc.oneof({ arbitrary: fc.constant(1), weight: 3 }, { arbitrary: fc.integer({ min: 1, max: 6 }), weight: 1 }),
   set: fc.integer({ min: 0, max: RULES.length - 1 }),
-  // mostly checks; now and then what RateLimitService does
+  // mostly checks; now and then what RateLimitService does, and the refund `count` makes of an
+  // earlier admitted check (picked by `pick`), often in a later window than it was charged in
+  pick: fc.nat(),
   op: fc.oneof(
     { arbitrary: fc.constant('check' as const), weight: 12 },
+    { arbitrary: fc.constant('refund' as const), weight: 3 },
     { arbitrary: fc.constantFrom('peek' as const, 'reward' as const, 'penalize' as const), weight: 3 },
     { arbitrary: fc.constantFrom('reset' as const, 'block' as const), weight: 1 },
   ),
@@ -101,7 +104,7 @@ export async function playDifferentialTraces(
   compare: 'every rule' | 'verdict' = 'every rule',
   /** Keep each trace on one client and one rule set, so denials repeat on the same keys. */
   focused = false,
-): Promise<{ checks: number; denied: number; impossible: number; operations: number }> {
+): Promise<{ checks: number; denied: number; impossible: number; operations: number; refunds: number }> {
   const expectAgreement = compare === 'every rule' ? expectSameDecision : expectSameVerdict;
   const clock = new FakeClock();
   const storage = remote(clock);
@@ -109,12 +112,15 @@ export async function playDifferentialTraces(
   let denied = 0;
   let impossible = 0;
   let others = 0;
+  let refunds = 0;
   try {
     await fc.assert(
       fc.asyncProperty(trace, async ({ start, steps }) => {
         const id = ++run;
         clock.time = Date.UTC(2030, 0, 1) + id * 1_000_000 + start;
         const local = new MemoryStorage({ clock: clock.now });
+        /** Admitted checks not yet refunded: each storage's own charge of them. */
+        const charges: { who: string; set: number; cost: number; mine: number; theirs: number }[] = [];
         for (const [i, step] of steps.entries()) {
           const { dt, cost } = step;
           const { client, set } = focused ? steps[0] : step;
@@ -122,6 +128,17 @@ export async function playDifferentialTraces(
           const who = `run${id}-c${client}`;
           const mine = operations(local, RULES[set], who);
           const theirs = operations(storage, RULES[set], who);
+          if (step.op === 'refund') {
+            // any admitted check of the trace, of whichever client and rule set
+            if (charges.length === 0) continue;
+            const charge = charges.splice(step.pick % charges.length, 1)[0];
+            const [ours, remote] = [operations(local, RULES[charge.set], charge.who), operations(storage, RULES[charge.set], charge.who)];
+            await ours.refund(charge.cost, charge.mine);
+            await remote.refund(charge.cost, charge.theirs);
+            expectSameDecision(await ours.peek(1), await remote.peek(1), `peek after a refund at step ${i} of run ${id}`);
+            refunds++;
+            continue;
+          }
           if (step.op === 'reset' || step.op === 'block') {
             await mine[step.op](cost * 300);
             await theirs[step.op](cost * 300);
@@ -136,6 +153,7 @@ export async function playDifferentialTraces(
           const expected = await mine.check(cost);
           const actual = await theirs.check(cost);
           expectAgreement(expected, actual, `step ${i} of run ${id}`);
+          if (expected.allowed) charges.push({ who, set, cost, mine: expected.chargedAt!, theirs: actual.chargedAt! });
           checks++;
           if (!expected.allowed) denied++;
           if (expected.decisions.some((d) => d.retryAfterMs === Infinity)) impossible++;
@@ -146,5 +164,5 @@ export async function playDifferentialTraces(
   } finally {
     await storage.close?.();
   }
-  return { checks, denied, impossible, operations: others };
+  return { checks, denied, impossible, operations: others, refunds };
 }

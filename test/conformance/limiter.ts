@@ -41,6 +41,8 @@ export function operations(storage: RateLimitStorage, rules: readonly RateLimitR
     peek: async (cost = 1): Promise<RateLimitResult> => storage.peek!(checks, cost),
     reward: async (units = 1): Promise<RateLimitResult> => storage.adjust!(checks, -units),
     penalize: async (units = 1): Promise<RateLimitResult> => storage.adjust!(checks, units),
+    /** Gives back what a check admitted at `chargedAt` (its result's `chargedAt`) took. */
+    refund: async (cost: number, chargedAt: number): Promise<void> => storage.refund!(checks, cost, chargedAt),
     reset: async (): Promise<void> => storage.reset!(checks),
     block: async (ms: number): Promise<void> => storage.block!(checks, ms),
   };
