@@ -20,6 +20,8 @@ export interface RateLimitTargetOptions {
   /** Default: the bucket's routes' algorithm, else the module's. */
   readonly algorithm?: AlgorithmName;
   readonly burst?: number;
+  /** Once this limit denies the identity, it stays denied this long (`'15 minutes'`, or ms). Default: the bucket's routes'. */
+  readonly blockFor?: string | number;
 }
 
 /** A client's standing on one limit: the most constraining of its rules, and each rule's. */

@@ -120,7 +120,7 @@ export class RateLimitService {
     const options: RateLimitTargetOptions =
       typeof target === 'string' ? (LOOKS_LIKE_RATE.test(target) ? { rate: target } : { bucket: target }) : isRateList(target) ? { rate: target } : target;
     const rateText = options.rate === undefined ? '' : typeof options.rate === 'string' ? options.rate : options.rate.join(';');
-    const cacheKey = `${options.bucket ?? ''}|${rateText}|${options.algorithm ?? ''}|${options.burst ?? ''}`;
+    const cacheKey = `${options.bucket ?? ''}|${rateText}|${options.algorithm ?? ''}|${options.burst ?? ''}|${options.blockFor ?? ''}`;
     let ruleSet = this.ruleSets.get(cacheKey);
     if (ruleSet !== undefined) return ruleSet;
     ruleSet = this.compile(options);
@@ -129,7 +129,7 @@ export class RateLimitService {
     return ruleSet;
   }
 
-  private compile({ rate, bucket, algorithm, burst }: RateLimitTargetOptions): RuleSet {
+  private compile({ rate, bucket, algorithm, burst, blockFor }: RateLimitTargetOptions): RuleSet {
     const declared = bucket === undefined ? undefined : this.planner.bucket(bucket);
     if (rate === undefined) {
       if (bucket === undefined) throw new Error('RateLimitService: name a bucket or give a rate, e.g. { bucket: "login" } or "5/minute".');
@@ -149,7 +149,7 @@ export class RateLimitService {
       bucket: this.planner.bucketKey(name),
       algorithm: algorithm ?? known?.algorithm ?? this.config.algorithm,
       burst: burst ?? known?.burst,
-      blockMs: known?.blockMs ?? 0,
+      blockMs: blockFor !== undefined ? parseDuration(blockFor) : (known?.blockMs ?? 0),
     });
     return new RuleSet(rules, this.config.keyPrefix);
   }
