@@ -24,6 +24,8 @@ import { UsersService } from './users/users.service.js';
 export interface AppModuleOptions {
   /** Where rate-limit counters live; in memory unless told otherwise. */
   storage?: RateLimitModuleOptions['storage'];
+  /** How long to wait for the storage and what to do when it fails (the module's defaults otherwise). */
+  storagePolicy?: Pick<RateLimitModuleOptions, 'storageTimeout' | 'onStorageError'>;
   /**
    * OpenTelemetry, from `setUpTelemetry()`, which must run before the app is created. With it,
    * GET /metrics serves the metrics; without it there is no such route (and, with no SDK
@@ -39,7 +41,7 @@ export class AppModule implements NestModule {
     return {
       module: AppModule,
       imports: [
-        RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' } }),
+        RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' }, ...options.storagePolicy }),
         // POST /graphql, schema built in memory. Express calls `context` with { req, res }, Fastify with
         // (request, reply): either way the context keeps the response, for the rate-limit headers.
         GraphQLModule.forRoot<ApolloDriverConfig>({

@@ -22,11 +22,15 @@ if (platform !== 'express' && platform !== 'fastify') {
 // Redis when several instances must share one budget per client; memory for a single process.
 const redisUrl = process.env.REDIS_URL;
 const storage: RateLimitModuleOptions['storage'] = redisUrl ? { type: 'redis', url: redisUrl } : { type: 'memory' };
+// What an outage of that storage does: STORAGE_TIMEOUT (ms) and ON_STORAGE_ERROR (allow, deny or memory).
+const storagePolicy: Pick<RateLimitModuleOptions, 'storageTimeout' | 'onStorageError'> = {};
+if (process.env.STORAGE_TIMEOUT) storagePolicy.storageTimeout = Number(process.env.STORAGE_TIMEOUT);
+if (process.env.ON_STORAGE_ERROR) storagePolicy.onStorageError = process.env.ON_STORAGE_ERROR as RateLimitModuleOptions['onStorageError'];
 
 // OpenTelemetry before the app: the rate-limit module takes its meter from the global provider when it
 // initializes, and one registered later is never seen. GET /metrics serves what it collects.
 const telemetry = setUpTelemetry();
-const app = await createApp(AppModule.register({ storage, telemetry }));
+const app = await createApp(AppModule.register({ storage, storagePolicy, telemetry }));
 // Closes the Redis connection on SIGTERM/SIGINT, so the process can exit.
 app.enableShutdownHooks();
 // Behind a load balancer, also trust it: Express's 'trust proxy' setting, or the `trustProxy` option of

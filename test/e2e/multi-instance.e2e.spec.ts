@@ -76,7 +76,10 @@ describe('the sample app as separate processes, on Express and on Fastify, on on
       const port = await freePort();
       const child = spawn(process.execPath, [MAIN], {
         cwd: ROOT,
-        env: { ...process.env, PORT: String(port), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform },
+        // Exactness must not rest on a timeout holding on a busy machine: a generous one, and 'deny',
+        // so a check that still fails is a 503 counted apart, charged nowhere (its script runs late
+        // or not at all, and then does nothing), instead of a request let through uncounted.
+        env: { ...process.env, PORT: String(port), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform, STORAGE_TIMEOUT: '1000', ON_STORAGE_ERROR: 'deny' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const instance: Instance = { platform, port, child, log: '' };
@@ -112,9 +115,11 @@ describe('the sample app as separate processes, on Express and on Fastify, on on
     expect(Math.floor((await redisNow(admin)) / 60_000)).toBe(windowStart); // else the count below is meaningless
 
     const count = (status: number) => results.filter((r) => r.status === status).length;
-    // The apps' warnings and errors ride along, so a miscount shows its cause.
+    // The apps' warnings and errors ride along, so a miscount shows its cause; a storage that did
+    // not answer in time is the one complaint that may come, with its 503s.
     const complaints = instances.flatMap((i) => i.log.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((line) => /WARN|ERROR/.test(line)));
-    expect({ ok: count(200), limited: count(429), complaints }).toEqual({ ok: LIMIT, limited: REQUESTS - LIMIT, complaints: [] });
+    const unexplained = complaints.filter((line) => !(count(503) > 0 && /did not answer in time; applying the 'deny' failure policy/.test(line)));
+    expect({ ok: count(200), refused: count(429) + count(503), unexplained }).toEqual({ ok: LIMIT, refused: REQUESTS - LIMIT, unexplained: [] });
 
     // One counter for the client, in Redis, at exactly the limit.
     // Every instance derived the same route id from the route's name, and logged it at start-up.
