@@ -6,6 +6,7 @@ import type { CircuitBreaker } from './circuit-breaker.js';
 import { StorageUnavailableError } from './storage-unavailable.error.js';
 import { CheckFailedError } from '../storage/check-failed.error.js';
 import { LateOperationError } from '../storage/late-operation.error.js';
+import { MemoryStorage } from '../storage/memory.storage.js';
 import { ThrottledLogger } from './throttled-logger.js';
 
 /** A call waiting for the storage's answer; the storage sees it as the call's deadline. */
@@ -61,6 +62,7 @@ export class ProtectedStorage {
   /** How long past its deadline a call still waits for an answer already on its way. */
   private readonly graceMs: number;
   private readonly lateLog = new ThrottledLogger('ProtectedStorage');
+  private readonly synchronous: boolean;
 
   constructor(
     private readonly storage: RateLimitStorage,
@@ -69,6 +71,7 @@ export class ProtectedStorage {
   ) {
     this.maxWaitMs = Math.max(1_000, 10 * timeoutMs);
     this.graceMs = Math.max(5, timeoutMs / 5);
+    this.synchronous = storage instanceof MemoryStorage;
   }
 
   check(checks: readonly RateLimitCheck[], cost: number): MaybePromise<RateLimitResult> {
@@ -76,7 +79,8 @@ export class ProtectedStorage {
     const known = this.storage.cachedDenial?.(checks, cost);
     if (known !== undefined) return known;
     if (!this.breaker.allow()) return this.storage.cachedDenial?.(checks, cost, true) ?? fail(new StorageUnavailableError('circuit-open'));
-    const call = this.newCall();
+    // memory storage answers at once: no deadline to hand it, nothing allocated for one
+    const call = this.synchronous ? undefined : this.newCall();
     let answer: MaybePromise<RateLimitResult>;
     try {
       answer = this.storage.check(checks, cost, call);
@@ -89,7 +93,7 @@ export class ProtectedStorage {
       this.breaker.success();
       return answer;
     }
-    return this.wait(call, answer, (late) => this.undoLateCharge(checks, cost, late));
+    return this.wait(call ?? this.newCall(), answer, (late) => this.undoLateCharge(checks, cost, late));
   }
 
   private newCall(): WaitingCall {
