@@ -14,8 +14,9 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * (algorithm code, limit, window, burst).
  *
  * Reply: the server's time (0 when not read), 1 if the call came after its deadline and did
- * nothing (else 0), then for `peek` and `adjust` four numbers per key, as the check script's
- * (for `adjust`, what a peek of one unit then sees); `remaining` is what the check would leave.
+ * nothing (else 0), then for `peek` and `adjust` four values per key, as the check script's
+ * records (for `adjust`, what a peek of one unit then sees): allowed, then remaining, retry-after
+ * and reset unrounded, as text; `remaining` is what the check would leave.
  * `reset`, `block`, and a refund or reward on a key that was denying a unit, publish the keys
  * (newline-separated) so every app instance drops denials of them from its block cache.
  */
@@ -75,14 +76,16 @@ local function look(cost)
   return verdicts
 end
 
+-- The numbers as the algorithm computed them, unrounded (as text, which Redis would otherwise
+-- truncate): the app rounds them as for memory, after adding back a peek's cost.
 local function answer(verdicts)
   local reply = { server_time, 0 }
   for i = 1, #verdicts do
     local v = verdicts[i]
     reply[#reply + 1] = v[1]
-    reply[#reply + 1] = math.floor(v[2])
-    reply[#reply + 1] = math.ceil(v[3])
-    reply[#reply + 1] = math.ceil(v[4])
+    reply[#reply + 1] = format('%.17g', v[2])
+    reply[#reply + 1] = format('%.17g', v[3])
+    reply[#reply + 1] = format('%.17g', v[4])
   end
   return reply
 end

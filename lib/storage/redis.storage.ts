@@ -194,7 +194,7 @@ export class RedisStorage implements RateLimitStorage {
     if (reply[1] === 1) throw new LateOperationError(`a ${operation}`);
     const outcomes: RawOutcome[] = [];
     for (let at = 2; at < reply.length; at += 4) {
-      outcomes.push({ allowed: reply[at] === 1, remaining: reply[at + 1] as number, retryAfterMs: reply[at + 2] as number, resetMs: reply[at + 3] as number });
+      outcomes.push({ allowed: reply[at] === 1, remaining: Number(reply[at + 1]), retryAfterMs: Number(reply[at + 2]), resetMs: Number(reply[at + 3]) });
     }
     return outcomes.length === 0 ? { allowed: true, now, decisions: [] } : settleCheck(checks, now, operation === 'peek' ? amount : 1, outcomes, false);
   }
