@@ -34,9 +34,11 @@ export interface RateLimitOptions {
   onStorageError?: StorageErrorPolicy;
   /**
    * Which requests keep their units (default `all`). With `failures`, a request that succeeds
-   * gets its units back when it ends; with `successes`, one that fails. Failed: an HTTP status of
-   * 400 or more (or a connection closed early); elsewhere, a handler that threw. Admission is
-   * still decided before the handler runs.
+   * gets its units back when its handler ends; with `successes`, one that fails. Failed: a handler
+   * that threw, or on HTTP a final status of 400 or more; a client that hangs up changes nothing
+   * (a client gone before the handler started gets none run: a failure). A refund never makes
+   * room in a later window than the one that took the units. Admission is still decided before
+   * the handler runs.
    */
   count?: RateLimitCount;
   /**
