@@ -1,6 +1,10 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { assertUnits } from '../decorators/rate-limit.decorator.js';
 import { denial } from '../exceptions/denial.js';
+import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
+import { withoutStack } from '../exceptions/without-stack.js';
+import { RATE_LIMIT_METRICS, RateLimitMetrics } from '../observability/rate-limit-metrics.js';
+import { StorageUnavailableError } from '../resilience/storage-unavailable.error.js';
 import { mostConstraining } from '../headers/rate-limit-headers.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
@@ -37,6 +41,7 @@ export class RateLimitService {
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
     @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
     private readonly planner: RoutePlanner,
+    @Optional() @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
   ) {
     this.bounded = new ProtectedStorage(storage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
   }
@@ -51,12 +56,23 @@ export class RateLimitService {
    * Charges `cost` units as `consume` does, and throws the refusal the guard would
    * (`RateLimitExceededException`: a 429 with `Retry-After` and the rate-limit headers of the
    * target, through the module's filter) when they are denied. For a limit only the handler can
-   * key, such as one per account named in the body.
+   * key, such as one per account named in the body. It fails closed: a storage that cannot answer
+   * throws the 503 the `deny` failure policy gives (`RateLimitUnavailableException`), since what
+   * cannot be counted must not pass; catch it to decide otherwise.
    */
   async enforce(identity: string, target: RateLimitTarget, cost = 1): Promise<RateLimitStatus> {
     assertUnits('cost', cost);
     const ruleSet = this.ruleSet(target);
-    const result = await this.bounded.check(this.checks(identity, target), cost);
+    let result: RateLimitResult;
+    try {
+      result = await this.bounded.check(this.checks(identity, target), cost);
+    } catch (error) {
+      if (!(error instanceof StorageUnavailableError)) throw error;
+      if (this.metrics.enabled) this.metrics.request('fail_closed', ruleSet.rules[0]?.name ?? '');
+      throw withoutStack(() => new RateLimitUnavailableException(this.bounded.breaker.retryInMs || 1_000, undefined, this.config.problemDetails));
+    }
+    const worst = mostConstraining(result.decisions);
+    if (this.metrics.enabled) this.metrics.request(result.allowed ? 'allowed' : 'denied', worst.rule.name, worst.remaining, worst.limit);
     if (!result.allowed) throw denial(this.config, result, ruleSet.policy, cost);
     return status(result);
   }

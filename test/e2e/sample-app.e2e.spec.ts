@@ -91,12 +91,13 @@ describe.each(HTTP_PLATFORMS)('sample app on %s', (platform) => {
       });
     });
 
-    describe('POST /auth/login (5 failed attempts/minute per IP)', () => {
-      // More (reset after a login, the 15-minute lockout): sample-app-control.e2e.spec.ts
-      it('counts failed attempts only: 5 reach the handler, the 6th attempt is 429 even with good credentials', async () => {
+    describe('POST /auth/login (5 failed attempts/minute per account and IP; 20/hour per IP)', () => {
+      // More (the attack it stops, a reset after a login, the 15-minute lockout, the per-IP cap,
+      // outages): sample-app-control.e2e.spec.ts
+      it('counts failed attempts per account: 5 reach the handler, the 6th is 429 even with good credentials; another account is not locked', async () => {
         const ok = await http().post('/auth/login').send({ username: 'paul', password: 'paid-password' }).expect(200);
         expect(ok.body).toEqual({ token: 'paid-token', tokenType: 'Bearer', user: { id: 'u-paid', name: 'Paul Paid', plan: 'paid' } });
-        expect(ok.headers['ratelimit-policy']).toBe('"login";q=5;w=60');
+        expect(ok.headers['ratelimit-policy']).toBe('"login-ip";q=20;w=3600');
 
         for (const password of ['guess-1', 'guess-2', 'guess-3', 'guess-4', 'guess-5']) {
           const failed = await http().post('/auth/login').send({ username: 'fiona', password }).expect(401);
@@ -104,6 +105,11 @@ describe.each(HTTP_PLATFORMS)('sample app on %s', (platform) => {
         }
         const denied = await http().post('/auth/login').send({ username: 'fiona', password: 'free-password' });
         expectTooManyRequests(denied);
+        expect(denied.headers['retry-after']).toBe('900');
+        expect(denied.headers['ratelimit-policy']).toBe('"login";q=5;w=60');
+
+        // fiona's failures are hers: paul, from the same address, still logs in
+        await http().post('/auth/login').send({ username: 'paul', password: 'paid-password' }).expect(200);
       });
     });
 
