@@ -35,4 +35,11 @@ export interface RateLimitContextAdapter {
    * started is not run (a failure that did nothing). Omitted: never known to be gone.
    */
   clientGone?(context: ExecutionContext): boolean;
+  /**
+   * Calls `gone` once if the client of `context` goes away, until the returned function stops
+   * watching. A transport that drops a client's pending messages with its connection (Nest's
+   * WebSocket adapters do) never runs their handlers: this tells their `count` they did nothing.
+   * Omitted: nothing is watched.
+   */
+  watchGone?(context: ExecutionContext, gone: () => void): () => void;
 }

@@ -15,7 +15,18 @@ interface WsClient {
   disconnected?: boolean;
   send?(data: string): void;
   emit?(event: string, payload: unknown): void;
+  once?(event: string, listener: () => void): unknown;
 }
+
+const stopNothing = () => undefined;
+
+/**
+ * Per client, what to call when it goes: one listener on the socket, however many messages wait.
+ * A message a later guard refuses is never settled otherwise, so each socket keeps its newest
+ * {@link MAX_WATCHED} only: an older one stays counted, never refunded.
+ */
+const watched = new WeakMap<WsClient, Set<() => void>>();
+const MAX_WATCHED = 64;
 
 const clientOf = (host: ArgumentsHost) => host.getArgByIndex<WsClient>(0);
 
@@ -50,5 +61,22 @@ export const wsContext: RateLimitContextAdapter = {
     const client = clientOf(context);
     // ws: CLOSING (2) or CLOSED (3)
     return client.disconnected === true || (typeof client.readyState === 'number' && client.readyState >= 2);
+  },
+  watchGone: (context, gone) => {
+    const client = clientOf(context);
+    if (typeof client.once !== 'function') return stopNothing;
+    let waiting = watched.get(client);
+    if (waiting === undefined) {
+      const all = (waiting = new Set());
+      watched.set(client, all);
+      client.once(client.handshake !== undefined ? 'disconnect' : 'close', () => {
+        watched.delete(client);
+        for (const call of all) call();
+      });
+    }
+    waiting.add(gone);
+    if (waiting.size > MAX_WATCHED) waiting.delete(waiting.values().next().value!);
+    const set = waiting;
+    return () => void set.delete(gone);
   },
 };

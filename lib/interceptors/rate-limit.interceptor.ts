@@ -38,6 +38,9 @@ const PROCESS_TAG = randomBytes(6).toString('base64url');
 let leasesTaken = 0;
 const nextLeaseId = () => `${PROCESS_TAG}:${(++leasesTaken).toString(36)}`;
 
+/** The metadata `@Sse()` sets (`SSE_METADATA` in @nestjs/common, whose constants file is not public API). */
+const SSE_METADATA = '__sse__';
+
 /**
  * What the module binds to the handlers that need to see a request end (TransportEnhancers),
  * and to no others, so routes without them pay nothing. On every transport, the end of a
@@ -55,6 +58,7 @@ export class RateLimitInterceptor implements NestInterceptor {
   private readonly storage: ProtectedStorage;
   /** The `memory` failure policy's stand-in, created on the first outage that needs it. */
   private fallback?: MemoryStorage;
+  private readonly sseHandlers = new WeakMap<Function, boolean>();
 
   constructor(
     private readonly config: RateLimitConfig,
@@ -135,11 +139,20 @@ export class RateLimitInterceptor implements NestInterceptor {
       throw new ClientClosedRequestException();
     }
     handlerStarts(context);
-    const response = context.getType() === 'http' ? rawResponseOf(context) : undefined;
-    return followHandler(next.handle(), response, boundMs, (failed) => {
+    const http = context.getType() === 'http';
+    const response = http ? rawResponseOf(context) : undefined;
+    const done = (failed: boolean) => {
       release?.();
       settleOutcome(context, failed);
-    });
+    };
+    return followHandler(next.handle(), response, boundMs, done, http && this.isSse(context.getHandler()));
+  }
+
+  /** Whether the handler is an `@Sse()` route: its Observable is the stream, not a result on its way. */
+  private isSse(handler: Function): boolean {
+    let sse = this.sseHandlers.get(handler);
+    if (sse === undefined) this.sseHandlers.set(handler, (sse = Reflect.getMetadata(SSE_METADATA, handler) === true));
+    return sse;
   }
 
   private clientGone(context: ExecutionContext): boolean {

@@ -16,13 +16,15 @@ import { Observable, type Subscription } from 'rxjs';
  *   returned an Observable). What was already streaming ends with that: its work is torn down.
  *   But a result that has produced nothing yet is, as often as not, a promise that no
  *   unsubscription stops: it is followed to its first value or its end, and torn down then,
- *   or after `boundMs` if it never comes (a lease's length).
+ *   or after `boundMs` if it never comes (a lease's length). Unless the result is the stream
+ *   itself (`isStream`: an `@Sse()` route), whose work ends when it is torn down, events or not.
  */
 export function followHandler(
   source: Observable<unknown>,
   response: ServerResponse | undefined,
   boundMs: number,
   done: (failed: boolean) => void,
+  isStream = false,
 ): Observable<unknown> {
   return new Observable((subscriber) => {
     let listening = true;
@@ -74,7 +76,7 @@ export function followHandler(
       if (!listening) return;
       listening = false;
       if (settled) return;
-      if (produced) {
+      if (produced || isStream) {
         // a stream torn down: its work ends with it
         inner?.unsubscribe();
         return settle(false);

@@ -1,5 +1,6 @@
 import { ServerResponse } from 'node:http';
 import type { ExecutionContext } from '@nestjs/common';
+import { contextAdapterFor } from '../contexts/context-adapters.js';
 
 type OutcomeListener = (failed: boolean) => void;
 
@@ -10,6 +11,8 @@ type OutcomeListener = (failed: boolean) => void;
 const listeners = new WeakMap<object, OutcomeListener[]>();
 /** Requests whose handler the module's interceptor has taken over. */
 const started = new WeakSet<object>();
+/** What stops watching the client of a request not yet settled (WebSockets). */
+const watches = new WeakMap<object, () => void>();
 
 const requestOf = (context: ExecutionContext): object => (context.getType() === 'http' ? context.getArgByIndex<object>(0) : context.getArgs());
 
@@ -27,13 +30,22 @@ export function rawResponseOf(context: ExecutionContext): ServerResponse | undef
  *
  * An HTTP request that a later guard refuses never reaches the interceptor: its response, once
  * sent, reports it instead. (One refused after its client left reports nothing: it stays counted.)
+ * A WebSocket message whose client leaves before its handler starts is dropped by Nest: the
+ * client's going reports it, a failure.
  */
 export function whenFinished(context: ExecutionContext, done: OutcomeListener): void {
   const request = requestOf(context);
   const waiting = listeners.get(request);
   if (waiting !== undefined) return void waiting.push(done);
   listeners.set(request, [done]);
-  if (context.getType() !== 'http') return;
+  if (context.getType() !== 'http') {
+    const adapter = contextAdapterFor(context.getType());
+    if (adapter?.watchGone === undefined) return;
+    // gone already (while a guard or the storage answered): its handler will not run
+    if (adapter.clientGone?.(context) === true) return report(request, true);
+    watches.set(request, adapter.watchGone(context, () => started.has(request) || report(request, true)));
+    return;
+  }
   const response = rawResponseOf(context);
   response?.once('finish', () => {
     if (!started.has(request)) report(request, response.statusCode >= 400);
@@ -42,7 +54,7 @@ export function whenFinished(context: ExecutionContext, done: OutcomeListener): 
 
 /** The interceptor runs the handler: from now on its end, not the response, reports the outcome. */
 export function handlerStarts(context: ExecutionContext): void {
-  if (context.getType() === 'http') started.add(requestOf(context));
+  started.add(requestOf(context));
 }
 
 /** Reports how a request ended to what {@link whenFinished} registered for it; once. */
@@ -54,5 +66,10 @@ function report(request: object, failed: boolean): void {
   const waiting = listeners.get(request);
   if (waiting === undefined) return;
   listeners.delete(request);
+  const watch = watches.get(request);
+  if (watch !== undefined) {
+    watches.delete(request);
+    watch();
+  }
   for (const done of waiting) done(failed);
 }
