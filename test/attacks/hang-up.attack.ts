@@ -97,7 +97,7 @@ describe.each(HTTP_PLATFORMS)('hang-ups on %s', (platform) => {
           answers.push(await answer);
         }
         await sleep(150); // the last handlers finish their 100 ms
-        await until('every signup handler has ended', () => app.accounts.length === app.signupsStarted, 5_000);
+        await until(() => app.accounts.length === app.signupsStarted, 'every signup handler has ended', 5_000);
       } finally {
         await deployment.close();
       }
@@ -142,7 +142,7 @@ describe.each(HTTP_PLATFORMS)('hang-ups on %s', (platform) => {
             attempts.push(send(deployment.pick(i).port, path, { method: 'POST', headers: { 'x-client': 'eve' }, destroyAfterMs: 50 }).answer);
           }
           answers.push(...(await Promise.all(attempts)));
-          await until('every export handler has ended', () => app.running === 0, 10_000);
+          await until(() => app.running === 0, 'every export handler has ended', 10_000);
           perRound.push(app.exportsStarted - startedBefore);
           await sleep(100); // the slots' releases land
         }

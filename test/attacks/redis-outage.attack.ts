@@ -160,11 +160,11 @@ describe('Redis stalls (two instances A and B on one Redis, express)', () => {
         const get = (i: number) => send(deployment!.pick(i).port, `/export/r${round}-${i}`, { headers: { 'x-client': 'eve' } }).answer;
         // 2 in flight, one on A and one on B
         pending.push(get(0), get(1));
-        await until('both exports are running', () => work.running === 2, 5_000);
+        await until(() => work.running === 2, 'both exports are running', 5_000);
         await redis.kill();
         await redis.restart(); // empty: the leases are gone from Redis
         const probe = redis.client();
-        await until('Redis answers again', () => probe.ping().then((pong) => pong === 'PONG', () => false), 5_000);
+        await until(() => probe.ping().then((pong) => pong === 'PONG', () => false), 'Redis answers again', 5_000);
         probe.disconnect();
         await sleep(1_000); // the instances have reconnected
         // 2 more, one on A and one on B, while the first 2 still work (3 s each)
@@ -172,7 +172,7 @@ describe('Redis stalls (two instances A and B on one Redis, express)', () => {
         pending.push(...more);
         for (const answer of more) after.push(await Promise.race([answer, sleep(1_000).then(() => 'still running' as const)]));
         await Promise.all(pending);
-        await until('every export has ended', () => work.running === 0, 10_000);
+        await until(() => work.running === 0, 'every export has ended', 10_000);
         await sleep(100); // the releases land
       }
     } finally {

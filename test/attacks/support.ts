@@ -17,14 +17,7 @@ import { createScenarioApp, type HttpPlatform } from '../support/scenario-app.js
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Polls `condition` every few ms until it holds; throws, saying what, after `timeoutMs`. */
-export async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(5);
-  }
-}
+export { until } from '../support/until.js';
 
 /**
  * Waits, if needed, so that at least `needMs` are left in the current window of `windowMs`

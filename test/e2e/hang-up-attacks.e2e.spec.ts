@@ -8,6 +8,7 @@ import { InFlight } from '../support/in-flight.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
+import { until } from '../support/until.js';
 
 /**
  * The attacks of clients that hang up, as reported against the previous release: a success was
@@ -89,13 +90,6 @@ async function arrivedOrAnswered(id: string, status: Promise<number | 'hung up'>
   return Promise.race([flight.arrived(id).then(() => 'arrived' as const), status]);
 }
 
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 let redis: TestRedis;
 beforeAll(async () => {

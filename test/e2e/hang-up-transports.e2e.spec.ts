@@ -31,6 +31,7 @@ import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
 import { connectWs, createWsApp, WS_PLATFORMS, type WsTestClient } from '../support/ws-client.js';
+import { until } from '../support/until.js';
 
 /**
  * A request's work ends when its handler ends, not when its client hangs up, on every transport
@@ -277,13 +278,6 @@ function openStream(port: number, path: string): { readonly received: string; en
   };
 }
 
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 let redis: TestRedis;
 beforeAll(async () => {

@@ -10,6 +10,7 @@ import { registerTestMetrics } from '../support/metrics-reader.js';
 import { startRedisGateProxy, type RedisGateProxy } from '../support/redis-gate-proxy.js';
 import { startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, type HttpPlatform } from '../support/scenario-app.js';
+import { until } from '../support/until.js';
 
 /** Each request names its client in a header: the identity is `client:<name>`. */
 const byClientHeader = (context: ExecutionContext) => `client:${String(context.switchToHttp().getRequest().headers['x-client'])}`;
@@ -29,14 +30,6 @@ class LoginController {
 const STORAGE_TIMEOUT = 2_000;
 const LOCKOUT_S = String(15 * 60);
 
-/** Polls `condition` (every ms or so) until it holds; fails, saying what, after `timeoutMs`. */
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-}
 
 /** One app instance: its storage, its RateLimitService and its login route. */
 interface Instance {
@@ -134,7 +127,7 @@ describe('a reset racing a denial in flight on another instance', () => {
     await a.service.reset(`client:${x}`, 'login'); // resolves once Redis has published x's keys
     await a.service.reset(`client:${y}`, 'login');
     // One subscriber connection delivers messages in order: once B has dropped y, it has handled x's reset.
-    await until("B's subscriber has handled both resets", () => b.storage.blockCacheSize === known);
+    await until(() => b.storage.blockCacheSize === known, "B's subscriber has handled both resets");
     expect(proxy.heldBytes).toBeGreaterThan(0); // and B has still not read its answer
     proxy.release();
 
@@ -238,7 +231,7 @@ describe.each(HTTP_PLATFORMS)('the block cache while its subscription cannot com
     await admin.config('SET', 'maxclients', String(connected - 1)); // those left once it is gone
     const rejectedBefore = await infoField('stats', 'rejected_connections');
     expect(await admin.client('KILL', 'ID', subscriberId!)).toBe(1);
-    await until('B has tried to reconnect its subscriber and been refused', async () => (await infoField('stats', 'rejected_connections')) > rejectedBefore);
+    await until(async () => (await infoField('stats', 'rejected_connections')) > rejectedBefore, 'B has tried to reconnect its subscriber and been refused');
     expect(b.storage.invalidationsReceived).toBe(false);
     expect((await health.isHealthy()).ratelimit).toMatchObject({ status: 'up', invalidations: 'unsubscribed' });
     expect(await gauge()).toBe(0);
@@ -257,7 +250,7 @@ describe.each(HTTP_PLATFORMS)('the block cache while its subscription cannot com
 
     // Redis takes connections again: B resubscribes (within its 500 ms reconnect backoff)
     await admin.config('SET', 'maxclients', maxclients);
-    await until('B has resubscribed', () => b.storage.invalidationsReceived === true);
+    await until(() => b.storage.invalidationsReceived === true, 'B has resubscribed');
     expect((await health.isHealthy()).ratelimit).toMatchObject({ status: 'up', invalidations: 'subscribed' });
     expect(await gauge()).toBe(1);
 
@@ -266,7 +259,7 @@ describe.each(HTTP_PLATFORMS)('the block cache while its subscription cannot com
     await b.login('z', 'right').expect(429);
     await b.login('z', 'right').expect(429); // from B's cache
     await a.service.reset('client:z', 'login');
-    await until("A's reset of z has reached B", () => b.storage.blockCacheSize === 0);
+    await until(() => b.storage.blockCacheSize === 0, "A's reset of z has reached B");
     await b.login('z', 'right').expect(200);
   });
 });
