@@ -112,10 +112,17 @@ export class RedisStorage implements RateLimitStorage {
   private readonly channel: string = '';
   /** What this process knows of each server's clock, by node address ('' outside a Cluster). */
   private readonly clocks = new Map<string, ServerClock>();
-  /** Leases this instance holds, by lease id, and releases that failed and wait for the connection. */
-  private readonly held = new Map<string, HeldLease>();
+  /**
+   * Leases this instance holds: their expiry by lease id, by key, oldest first (each acquire
+   * checks that Redis still has the newest). And releases that failed and wait for the connection.
+   */
+  private readonly held = new Map<string, Map<string, number>>();
+  private heldCount = 0;
   private readonly unreleased = new Map<string, HeldLease>();
   private restoreScheduled = false;
+  /** Whether the restore is being tried again until it goes through (a Cluster that lost a node). */
+  private followingFailover = false;
+  private closed = false;
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -404,6 +411,7 @@ export class RedisStorage implements RateLimitStorage {
 
   /** Quits the client only if this storage created it (and always its own subscriber). */
   async close(): Promise<void> {
+    this.closed = true;
     this.subscriber?.disconnect();
     if (!this.ownsClient || this.client.status === 'end') return;
     if (this.client.status !== 'ready') return this.client.disconnect();
@@ -422,21 +430,53 @@ export class RedisStorage implements RateLimitStorage {
   private readonly runRelease: CheckCommand;
   private readonly runRestore: CheckCommand;
 
-  /** One round trip, not batched: see `concurrency-leases.lua.ts`. The lease is remembered until released. */
+  /**
+   * One round trip, not batched: see `concurrency-leases.lua.ts`. The lease is remembered until
+   * released. The newest lease this instance holds under the key goes along: if Redis lost it
+   * (a restart or failover this instance has not heard of yet, as when this very acquire is what
+   * finds a promoted replica), a second call puts back every lease it holds there, then acquires.
+   */
   async acquire(key: string, limit: number, leaseMs: number, leaseId: string, deadline?: StorageDeadline): Promise<ConcurrencyDecision> {
     const node = this.nodeOf(hashTagOf(key));
-    const reply = await this.runAcquire(1, [key], [this.clock ? this.clock() : '', this.deadlineOn(node, deadline), limit, leaseMs, leaseId]);
+    // both calls under the deadline of the first: the store does nothing past it
+    const args: (string | number)[] = [this.clock ? this.clock() : '', this.deadlineOn(node, deadline), limit, leaseMs, leaseId];
+    let newest: [string, number] | undefined;
+    for (const lease of this.held.get(key) ?? []) newest = lease;
+    let reply = await this.runAcquire(1, [key], newest === undefined ? args : [...args, newest[0], newest[1]]);
+    if (reply[0] === -2) {
+      const mine: (string | number)[] = ['', ''];
+      for (const [id, expiresAt] of this.held.get(key) ?? []) mine.push(id, expiresAt);
+      reply = await this.runAcquire(1, [key], [...args, ...mine]);
+    }
     this.readClock(node, reply[3] as number);
     if (reply[0] === -1) throw new LateOperationError('a concurrency acquire');
     if (reply[2] === 1) this.healLog.warn(`Replaced concurrency leases it could not read (another type) under key "${key}"`);
-    if (reply[0] === 1) this.held.set(leaseId, { key, expiresAt: Number(reply[4]) });
+    if ((reply[5] as number) > 0) logger.warn(`Put back ${String(reply[5])} concurrency lease(s) Redis had lost under key "${key}"`);
+    if (reply[0] === 1) this.hold(key, leaseId, Number(reply[4]));
     return { allowed: reply[0] === 1, limit, inFlight: reply[1] as number };
+  }
+
+  private hold(key: string, leaseId: string, expiresAt: number): void {
+    let leases = this.held.get(key);
+    if (leases === undefined) this.held.set(key, (leases = new Map()));
+    if (!leases.has(leaseId)) this.heldCount++;
+    leases.set(leaseId, expiresAt);
+  }
+
+  /** Forgets a lease; its expiry if it was held. */
+  private unhold(key: string, leaseId: string): number | undefined {
+    const leases = this.held.get(key);
+    const expiresAt = leases?.get(leaseId);
+    if (expiresAt === undefined) return undefined;
+    leases!.delete(leaseId);
+    if (leases!.size === 0) this.held.delete(key);
+    this.heldCount--;
+    return expiresAt;
   }
 
   /** A release that fails is tried again once the connection is back (it changes nothing twice). */
   async release(key: string, leaseId: string): Promise<void> {
-    const lease = this.held.get(leaseId) ?? { key, expiresAt: Infinity };
-    this.held.delete(leaseId);
+    const lease = { key, expiresAt: this.unhold(key, leaseId) ?? Infinity };
     let removed: unknown;
     try {
       removed = await this.runRelease(1, [key], [leaseId]);
@@ -449,7 +489,7 @@ export class RedisStorage implements RateLimitStorage {
 
   /** Leases held now by this instance (for tests and health reports). */
   get leasesHeld(): number {
-    return this.held.size;
+    return this.heldCount;
   }
 
   /**
@@ -464,7 +504,7 @@ export class RedisStorage implements RateLimitStorage {
       // after the listeners of the same event (ioredis's own), before the next turn's commands
       queueMicrotask(() => {
         this.restoreScheduled = false;
-        this.restoreLeases();
+        void this.restoreLeases();
       });
     };
     if (this.client instanceof Cluster) {
@@ -472,42 +512,73 @@ export class RedisStorage implements RateLimitStorage {
       const watch = (node: Redis) => node.on('ready', restore);
       cluster.on('+node', watch);
       cluster.on('refresh', restore);
+      // a node lost, maybe a master: this client hears of the replica promoted in its place only
+      // when it sends something to that master's slots, which an instance whose requests are all
+      // in flight may not do for as long as they run; the restore itself goes there, until it goes through
+      cluster.on('-node', () => this.followFailover());
       for (const node of cluster.nodes('all')) watch(node);
       return;
     }
     // another server may answer now (a Sentinel failover): what was known of its clock is not
     this.client.on('ready', () => {
       this.clocks.get('')?.forget();
-      this.restoreLeases();
+      void this.restoreLeases();
     });
   }
 
-  private restoreLeases(): void {
-    if (this.held.size === 0 && this.unreleased.size === 0) return;
-    const now = this.clock ? this.clock() : toServerTime(performance.now(), this.clocks.get(''), this.clocks.values());
-    const byKey = new Map<string, string[]>();
-    for (const [id, lease] of this.held) {
-      if (lease.expiresAt <= now) {
-        this.held.delete(id); // its request outlived it; Redis has dropped it anyway
-        continue;
+  /** Tries the restore every 500 ms until every call of one goes through (or nothing is left to restore). */
+  private followFailover(): void {
+    if (this.followingFailover) return;
+    this.followingFailover = true;
+    const attempt = () => {
+      const { status } = this.client;
+      if (this.closed || status === 'end' || status === 'close' || status === 'disconnecting' || this.heldCount + this.unreleased.size === 0) {
+        this.followingFailover = false;
+        return;
       }
-      let pairs = byKey.get(lease.key);
-      if (pairs === undefined) byKey.set(lease.key, (pairs = []));
-      pairs.push(id, String(lease.expiresAt));
-    }
-    for (const [key, pairs] of byKey) {
-      this.runRestore(1, [key], [this.clock ? now : '', ...pairs]).then(
+      void this.restoreLeases().then((done) => {
+        if (done) this.followingFailover = false;
+        else setTimeout(attempt, 500).unref();
+      });
+    };
+    attempt();
+  }
+
+  /** Puts back the leases held and sends failed releases again; resolves whether every call went through. */
+  private restoreLeases(): Promise<boolean> {
+    if (this.heldCount === 0 && this.unreleased.size === 0) return Promise.resolve(true);
+    const calls: Promise<boolean>[] = [];
+    const now = this.clock ? this.clock() : toServerTime(performance.now(), this.clocks.get(''), this.clocks.values());
+    for (const [key, leases] of this.held) {
+      const pairs: string[] = [];
+      for (const [id, expiresAt] of leases) {
+        if (expiresAt <= now) this.unhold(key, id); // its request outlived it; Redis has dropped it anyway
+        else pairs.push(id, String(expiresAt));
+      }
+      if (pairs.length === 0) continue;
+      const restored = this.runRestore(1, [key], [this.clock ? now : '', ...pairs]).then(
         (missing) => {
           if ((missing as unknown as number) > 0) logger.warn(`Put back ${String(missing)} concurrency lease(s) Redis had lost under key "${key}"`);
+          return true;
         },
-        () => undefined, // the next reconnection tries again
+        () => false, // the next reconnection tries again
       );
+      calls.push(restored);
     }
     for (const [id, lease] of this.unreleased) {
       this.unreleased.delete(id);
       if (lease.expiresAt <= now) continue;
-      this.runRelease(1, [lease.key], [id]).catch(() => this.unreleased.set(id, lease));
+      calls.push(
+        this.runRelease(1, [lease.key], [id]).then(
+          () => true,
+          () => {
+            this.unreleased.set(id, lease);
+            return false;
+          },
+        ),
+      );
     }
+    return Promise.all(calls).then((done) => done.every(Boolean));
   }
 
   /**
