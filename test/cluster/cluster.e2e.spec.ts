@@ -9,6 +9,7 @@ import { expectTooManyRequests, FREE_USER, PAID_USER, remaining } from '../suppo
 import { FakeClock } from '../support/fake-clock.js';
 import { startCluster, type TestCluster } from '../support/redis-cluster.js';
 import { adminCommand } from '../support/redis-nodes.js';
+import { exact } from '../support/exact.js';
 
 /** The sample app on Redis Cluster: a few behaviours of test/e2e/sample-app.e2e.spec.ts. */
 
@@ -32,7 +33,7 @@ beforeEach(async () => {
   clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20)); // 20 s into a minute
   // the client is the test's (closed by cluster.stop): RedisStorage never closes a given client
   const storage = new RedisStorage({ client: cluster.client(), clock: clock.now });
-  const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage })] }).compile();
+  const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage, storagePolicy: exact({}) })] }).compile();
   app = moduleRef.createNestApplication({ logger: false });
   await app.init();
 });

@@ -39,6 +39,7 @@ describe.each(HTTP_PLATFORMS)('the block cache while Redis is down, on %s', (pla
     app = await createScenarioApp([QuoteController], {
       storage: new RedisStorage({ url: redis.url, clock: clock.now }),
       onStorageError: 'allow',
+      storageTimeout: 50, // the outage is what is tested: fail fast
       circuitBreaker: { failureThreshold: 2, cooldownMs: 60_000 },
     }, { platform });
     const http = request(app.getHttpServer());

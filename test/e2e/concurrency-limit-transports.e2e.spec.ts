@@ -16,6 +16,7 @@ import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
 import { connectWs, createWsApp, WS_PLATFORMS, type WsTestClient } from '../support/ws-client.js';
+import { exact } from '../support/exact.js';
 
 /**
  * `@ConcurrencyLimit` on GraphQL, WebSockets and RPC: the call beyond the limit is refused in the
@@ -101,7 +102,7 @@ describe.each(storageKinds(() => redis))('@ConcurrencyLimit beyond HTTP, on $nam
     beforeEach(async () => {
       const moduleRef = await Test.createTestingModule({
         imports: [
-          RateLimitModule.forRoot({ storage }),
+          RateLimitModule.forRoot(exact({ storage })),
           GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true, graphiql: false }),
         ],
         providers: [ReportResolver],
@@ -153,7 +154,7 @@ describe.each(storageKinds(() => redis))('@ConcurrencyLimit beyond HTTP, on $nam
     let app: INestApplication;
     let client: WsTestClient;
     beforeEach(async () => {
-      const created = await createWsApp(platform, { imports: [RateLimitModule.forRoot({ storage })], providers: [ReportGateway] });
+      const created = await createWsApp(platform, { imports: [RateLimitModule.forRoot(exact({ storage }))], providers: [ReportGateway] });
       app = created.app;
       client = await connectWs(platform, created.port);
     });
@@ -183,7 +184,7 @@ describe.each(storageKinds(() => redis))('@ConcurrencyLimit beyond HTTP, on $nam
     beforeEach(async () => {
       outcomes.length = 0;
       const moduleRef = await Test.createTestingModule({
-        imports: [RateLimitModule.forRoot({ storage })],
+        imports: [RateLimitModule.forRoot(exact({ storage }))],
         controllers: [ReportMessages],
         providers: [OutcomeProbe],
       }).compile();

@@ -13,6 +13,7 @@ import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
 import { connectWs, createWsApp, WS_PLATFORMS } from '../support/ws-client.js';
+import { exact } from '../support/exact.js';
 
 /**
  * `count: 'failures'` beyond HTTP: there a call failed when its handler threw. Successful calls
@@ -82,7 +83,7 @@ describe.each(storageKinds(() => redis))("count: 'failures' beyond HTTP, on $nam
 
   it('GraphQL: successful queries give their units back; failed ones keep them', async () => {
     const moduleRef = await Test.createTestingModule({
-      imports: [RateLimitModule.forRoot({ storage }), GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })],
+      imports: [RateLimitModule.forRoot(exact({ storage })), GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })],
       providers: [GuessResolver],
     }).compile();
     const app: INestApplication = moduleRef.createNestApplication({ logger: false });
@@ -105,7 +106,7 @@ describe.each(storageKinds(() => redis))("count: 'failures' beyond HTTP, on $nam
   });
 
   it.each(WS_PLATFORMS)('WebSockets (%s): successful messages give their units back; failed ones keep them', async (platform) => {
-    const { app, port } = await createWsApp(platform, { imports: [RateLimitModule.forRoot({ storage })], providers: [GuessGateway] });
+    const { app, port } = await createWsApp(platform, { imports: [RateLimitModule.forRoot(exact({ storage }))], providers: [GuessGateway] });
     const client = await connectWs(platform, port);
     try {
       const service = app.get(RateLimitService);
@@ -123,7 +124,7 @@ describe.each(storageKinds(() => redis))("count: 'failures' beyond HTTP, on $nam
   });
 
   it('RPC: successful messages give their units back; failed ones keep them', async () => {
-    const moduleRef = await Test.createTestingModule({ imports: [RateLimitModule.forRoot({ storage })], controllers: [GuessMessages] }).compile();
+    const moduleRef = await Test.createTestingModule({ imports: [RateLimitModule.forRoot(exact({ storage }))], controllers: [GuessMessages] }).compile();
     const microservice: INestMicroservice = moduleRef.createNestMicroservice<MicroserviceOptions>({
       transport: Transport.TCP,
       options: { host: '127.0.0.1', port: 0 },

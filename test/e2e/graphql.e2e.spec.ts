@@ -35,6 +35,7 @@ import { routeId } from '../../lib/rules/route-id.js';
 import { startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
+import { exact } from '../support/exact.js';
 
 /**
  * GraphQL through Nest's Apollo driver: one check per call of a limited resolver (aliases count
@@ -167,7 +168,7 @@ async function graphqlApp(rateLimit: RateLimitModuleOptions, options: GraphQLApp
   const { platform = 'express', trustProxy, graphql = {} } = options;
   const moduleRef = await Test.createTestingModule({
     imports: [
-      RateLimitModule.forRoot(rateLimit),
+      RateLimitModule.forRoot(exact(rateLimit)),
       // autoSchemaFile: true keeps the generated schema in memory: no file is written
       GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true, graphiql: false, ...graphql }),
     ],

@@ -32,6 +32,7 @@ import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scen
 import type { StorageTarget } from '../support/storage-targets.js';
 import { connectWs, createWsApp, WS_PLATFORMS, type WsTestClient } from '../support/ws-client.js';
 import { until } from '../support/until.js';
+import { exact } from '../support/exact.js';
 
 /**
  * A request's work ends when its handler ends, not when its client hangs up, on every transport
@@ -308,7 +309,7 @@ describe.each(storageKinds(() => redis))('clients that hang up beyond plain HTTP
       return client;
     };
     beforeEach(async () => {
-      ({ app, port } = await createWsApp(platform, { imports: [RateLimitModule.forRoot({ storage })], providers: [HangUpGateway, OutcomeProbe, RefuseDenied] }));
+      ({ app, port } = await createWsApp(platform, { imports: [RateLimitModule.forRoot(exact({ storage }))], providers: [HangUpGateway, OutcomeProbe, RefuseDenied] }));
     });
     afterEach(async () => {
       flight.clear();
@@ -408,7 +409,7 @@ describe.each(storageKinds(() => redis))('clients that hang up beyond plain HTTP
     beforeEach(async () => {
       const moduleRef = await Test.createTestingModule({
         imports: [
-          RateLimitModule.forRoot({ storage }),
+          RateLimitModule.forRoot(exact({ storage })),
           GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true, graphiql: false }),
         ],
         providers: [HangUpResolver, LateResolver, OutcomeProbe],
@@ -488,7 +489,7 @@ describe.each(storageKinds(() => redis))('clients that hang up beyond plain HTTP
     const send = (client: ClientProxy, pattern: string, id: string) => firstValueFrom(client.send<string>(pattern, id));
     beforeEach(async () => {
       const moduleRef = await Test.createTestingModule({
-        imports: [RateLimitModule.forRoot({ storage })],
+        imports: [RateLimitModule.forRoot(exact({ storage }))],
         controllers: [HangUpMessages],
         providers: [OutcomeProbe],
       }).compile();

@@ -55,6 +55,7 @@ import { FakeClock } from '../support/fake-clock.js';
 import { startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
+import { exact } from '../support/exact.js';
 
 /** Handlers that ran, by name: a denied message must not add to it. */
 const ran: string[] = [];
@@ -214,7 +215,7 @@ class TcpService {
   ) {}
 
   static async start(controllers: Type[], options: RateLimitModuleOptions): Promise<TcpService> {
-    const moduleRef = await Test.createTestingModule({ imports: [RateLimitModule.forRoot(options)], controllers }).compile();
+    const moduleRef = await Test.createTestingModule({ imports: [RateLimitModule.forRoot(exact(options))], controllers }).compile();
     // '::' takes both 127.0.0.1 (seen as ::ffff:127.0.0.1) and ::1: two client addresses on one machine
     const app = moduleRef.createNestMicroservice<MicroserviceOptions>({ transport: Transport.TCP, options: { host: '::', port: 0 }, logger: false });
     await app.listen();
@@ -400,7 +401,7 @@ describe('microservices (TCP transport)', () => {
     /** An HTTP app with the TCP microservice connected to it, both serving HybridController. */
     async function serveHybrid(inheritAppConfig: boolean) {
       storage = new RecordingStorage(target.create(clock));
-      const moduleRef = await Test.createTestingModule({ imports: [RateLimitModule.forRoot({ storage })], controllers: [HybridController] }).compile();
+      const moduleRef = await Test.createTestingModule({ imports: [RateLimitModule.forRoot(exact({ storage }))], controllers: [HybridController] }).compile();
       const app = moduleRef.createNestApplication({ logger: false });
       const microservice = app.connectMicroservice<MicroserviceOptions>(
         { transport: Transport.TCP, options: { host: '127.0.0.1', port: 0 } },
@@ -554,7 +555,7 @@ describe('microservices: a transport without client addresses', () => {
       ran.length = 0;
       errors = captureErrors();
       const moduleRef = await Test.createTestingModule({
-        imports: [RateLimitModule.forRoot({ storage: target.create(new FakeClock()) })],
+        imports: [RateLimitModule.forRoot(exact({ storage: target.create(new FakeClock()) }))],
         controllers: [LedgerController],
       }).compile();
       transport = new InProcessTransport();
@@ -663,7 +664,7 @@ class WalletCommands {
 
 async function startCommandApp(options: RateLimitModuleOptions): Promise<{ app: INestApplicationContext; bus: CommandBus }> {
   const moduleRef = await Test.createTestingModule({
-    imports: [RateLimitModule.forRoot(options), DiscoveryModule],
+    imports: [RateLimitModule.forRoot(exact(options)), DiscoveryModule],
     providers: [CommandBus, WalletCommands],
   }).compile();
   const app = await moduleRef.init();

@@ -15,6 +15,7 @@ import { expectTooManyRequests, FREE_USER, PAID_USER, remaining } from '../suppo
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, createScenarioApp, HTTP_PLATFORMS, storageKinds, type HttpPlatform } from '../support/scenario-app.js';
+import { exact } from '../support/exact.js';
 
 /**
  * The sample app's routes that use the control features: brute-force protection on
@@ -178,7 +179,7 @@ afterAll(async () => {
 
 /** The sample app on `storage`, trusting the proxy, its reports held by `gate`. */
 async function startSampleApp(platform: HttpPlatform, storage: RateLimitStorage, gate: ReportGate): Promise<INestApplication> {
-  const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage })] })
+  const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage, storagePolicy: exact({}) })] })
     .overrideProvider(REPORT_DELAY)
     .useValue(gate.delay)
     .compile();

@@ -7,6 +7,7 @@ import { expectTooManyRequests, FREE_USER, PAID_USER, remaining } from '../suppo
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
+import { exact } from '../support/exact.js';
 
 /**
  * The sample app's GraphQL `quote` query: limited like `GET /quotes/:symbol`, and on the same
@@ -36,7 +37,7 @@ describe.each(HTTP_PLATFORMS)('sample app GraphQL on %s', (platform) => {
       await redis.flush();
       // 20 s into a minute: the window ends 40 s later
       const clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20));
-      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock) })] }).compile();
+      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock), storagePolicy: exact({}) })] }).compile();
       app = await createHttpApp(moduleRef, { platform });
       http = () => request(app.getHttpServer());
     });

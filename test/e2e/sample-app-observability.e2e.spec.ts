@@ -11,6 +11,7 @@ import { expectTooManyRequests, remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds, type HttpPlatform } from '../support/scenario-app.js';
+import { exact } from '../support/exact.js';
 
 /**
  * The sample app's observability routes: `GET /metrics` (Prometheus text from the OpenTelemetry
@@ -98,7 +99,7 @@ afterAll(async () => {
 /** The sample app with this file's telemetry, trusting the proxy: X-Forwarded-For names the client. */
 async function startSampleApp(platform: HttpPlatform, storage: RateLimitStorage, withTelemetry = true): Promise<INestApplication> {
   const moduleRef = await Test.createTestingModule({
-    imports: [AppModule.register({ storage, ...(withTelemetry ? { telemetry } : {}) })],
+    imports: [AppModule.register({ storage, storagePolicy: exact({}), ...(withTelemetry ? { telemetry } : {}) })],
   }).compile();
   return createHttpApp(moduleRef, { platform, trustProxy: true });
 }

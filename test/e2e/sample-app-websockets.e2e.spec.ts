@@ -9,6 +9,7 @@ import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import { connectWs, type WsTestClient } from '../support/ws-client.js';
+import { exact } from '../support/exact.js';
 
 let redis: TestRedis;
 beforeAll(async () => {
@@ -29,7 +30,7 @@ describe.each(HTTP_PLATFORMS)("sample app's socket.io quotes on %s", (platform) 
     beforeEach(async () => {
       await redis.flush();
       clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20)); // 40 s before the minute's window ends
-      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock) })] }).compile();
+      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock), storagePolicy: exact({}) })] }).compile();
       app = await createHttpApp(moduleRef, { platform, forceCloseConnections: true }); // fetch's keep-alive must not hold close()
       await app.listen(0, '127.0.0.1');
       port = (app.getHttpServer().address() as AddressInfo).port;

@@ -8,6 +8,7 @@ import { expectTooManyRequests, FREE_USER, PAID_USER, remaining } from '../suppo
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds, type HttpAppOptions } from '../support/scenario-app.js';
+import { exact } from '../support/exact.js';
 
 const FREE = FREE_USER;
 const PAID = PAID_USER;
@@ -30,7 +31,7 @@ describe.each(HTTP_PLATFORMS)('sample app on %s', (platform) => {
     let clock: FakeClock;
 
     async function start(options: HttpAppOptions = {}): Promise<void> {
-      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock) })] }).compile();
+      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock), storagePolicy: exact({}) })] }).compile();
       app = await createHttpApp(moduleRef, { platform, ...options });
       http = () => request(app.getHttpServer());
     }

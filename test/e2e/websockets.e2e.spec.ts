@@ -21,6 +21,7 @@ import { startPrivateRedis, startRedis, type ControllableRedis, type TestRedis }
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
 import { connectWs, createWsApp, WS_PLATFORMS, type WsPlatform, type WsTestClient } from '../support/ws-client.js';
+import { exact } from '../support/exact.js';
 
 /** Handler runs, by handler: a denied message must never add one. */
 const calls: Record<string, number> = {};
@@ -218,7 +219,7 @@ afterEach(async () => {
 });
 
 async function serve(platform: WsPlatform, gateway: Function, options: RateLimitModuleOptions, host?: string): Promise<number> {
-  const { app, port } = await createWsApp(platform, { imports: [RateLimitModule.forRoot(options)], providers: [gateway as never] }, host);
+  const { app, port } = await createWsApp(platform, { imports: [RateLimitModule.forRoot(exact(options))], providers: [gateway as never] }, host);
   apps.push(app);
   return port;
 }

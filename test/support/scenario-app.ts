@@ -7,6 +7,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { RateLimitModule, type RateLimitModuleOptions } from '../../lib/index.js';
 import type { TestRedis } from './redis-server.js';
 import { memoryTarget, redisTarget, type StorageTarget } from './storage-targets.js';
+import { exact } from './exact.js';
 
 /** The HTTP platforms Nest ships, each e2e behaviour is proven on both. */
 export type HttpPlatform = 'express' | 'fastify';
@@ -66,7 +67,7 @@ export async function createScenarioApp(
 ): Promise<INestApplication> {
   const { providers = [], imports = [], ...http } = extra;
   const moduleRef = await Test.createTestingModule({
-    imports: [RateLimitModule.forRoot(options), ...imports],
+    imports: [RateLimitModule.forRoot(exact(options)), ...imports],
     controllers,
     providers,
   }).compile();
