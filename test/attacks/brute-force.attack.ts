@@ -3,9 +3,8 @@ import { Injectable } from '@nestjs/common';
 import { AuthController } from '../../sample-app/auth/auth.controller.js';
 import type { User } from '../../sample-app/users/user.interface.js';
 import { UsersService } from '../../sample-app/users/users.service.js';
-import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
 import { HTTP_PLATFORMS } from '../support/scenario-app.js';
-import { clearOfBoundary, deploy, report, send, type Answer, type Row } from './support.js';
+import { attackRun, clearOfBoundary, deploy, send, type Answer, type Row } from './support.js';
 
 /**
  * Attack 7 of issue 19, with real timing: brute force by an attacker who owns an account.
@@ -39,26 +38,19 @@ class AttackedUsers {
 
 // ---- the harness ----
 
-const rows: Row[] = [];
-let redis: ControllableRedis;
-beforeAll(async () => {
-  redis = await startPrivateRedis();
-});
-afterAll(async () => {
-  await redis?.stop();
-  report(import.meta.url, rows);
-});
+const run = attackRun(import.meta.url);
+const { rows } = run;
 
 const CYCLES = 10;
 
 describe.each(HTTP_PLATFORMS)('brute force by an attacker with an account of their own, on %s', (platform) => {
   describe.each(['memory', 'redis'] as const)('%s', (storage) => {
     it(`7. 10 cycles of (4 wrong guesses at alice, 1 good login as mallory) from one IP: at most 5 guesses reach the password check`, async () => {
-      await redis.flush();
+      await run.redis.flush();
       aliceGuessesChecked = 0;
       await clearOfBoundary(60_000, 10_000); // the per-account limit is 5 a minute: all in one minute
       await clearOfBoundary(3_600_000, 10_000); // the per-IP limit, 20 an hour
-      const deployment = await deploy([AuthController], storage, redis, { platform, providers: [{ provide: UsersService, useClass: AttackedUsers }] });
+      const deployment = await deploy([AuthController], storage, run.redis, { platform, providers: [{ provide: UsersService, useClass: AttackedUsers }] });
       let sent = 0;
       const login = (username: string, password: string): Promise<Answer> =>
         send(deployment.pick(sent++).port, '/auth/login', { body: { username, password } }).answer;

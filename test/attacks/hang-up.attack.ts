@@ -1,9 +1,8 @@
 import 'reflect-metadata';
 import { Controller, HttpCode, Param, Post, Res, type ExecutionContext } from '@nestjs/common';
 import { ConcurrencyLimit, RateLimit } from '../../lib/index.js';
-import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
 import { HTTP_PLATFORMS } from '../support/scenario-app.js';
-import { clearOfBoundary, deploy, rawResponse, report, send, sleep, until, type Answer, type Row } from './support.js';
+import { attackRun, clearOfBoundary, deploy, rawResponse, send, sleep, until, type Answer, type Row } from './support.js';
 
 /**
  * Attacks 1 and 2 of issue 19, with real timing: clients that hang up.
@@ -65,15 +64,8 @@ class ExportController {
 
 // ---- the harness ----
 
-const rows: Row[] = [];
-let redis: ControllableRedis;
-beforeAll(async () => {
-  redis = await startPrivateRedis();
-});
-afterAll(async () => {
-  await redis?.stop();
-  report(import.meta.url, rows);
-});
+const run = attackRun(import.meta.url);
+const { rows } = run;
 
 const tally = (answers: readonly Answer[]) => {
   const counts: Record<string, number> = {};
@@ -86,10 +78,10 @@ const tally = (answers: readonly Answer[]) => {
 describe.each(HTTP_PLATFORMS)('hang-ups on %s', (platform) => {
   describe.each(['memory', 'redis'] as const)('%s', (storage) => {
     it.each([60, 5, 1])("1. 50 signups, each socket destroyed %i ms after sending, create at most 10 accounts (count: 'successes', 10/hour)", async (destroyAfterMs) => {
-      await redis.flush();
+      await run.redis.flush();
       Object.assign(app, { accounts: [], signupsStarted: 0, signupsStartedAfterHangUp: 0 });
       await clearOfBoundary(3_600_000, 30_000);
-      const deployment = await deploy([SignupController], storage, redis, { platform });
+      const deployment = await deploy([SignupController], storage, run.redis, { platform });
       const answers: Answer[] = [];
       try {
         for (let i = 0; i < 50; i++) {
@@ -126,9 +118,9 @@ describe.each(HTTP_PLATFORMS)('hang-ups on %s', (platform) => {
       ['at once', 1],
       ['one every 50 ms', 2],
     ] as const)('2. 20 requests %s, each aborted 50 ms after it was sent, never run more than 2 handlers of @ConcurrencyLimit(2) at once (1.5 s of work)', async (pace, ROUNDS) => {
-      await redis.flush();
+      await run.redis.flush();
       Object.assign(app, { running: 0, mostRunning: 0, exportsStarted: 0 });
-      const deployment = await deploy([ExportController], storage, redis, { platform });
+      const deployment = await deploy([ExportController], storage, run.redis, { platform });
       const perRound: number[] = [];
       const answers: Answer[] = [];
       try {

@@ -1,8 +1,7 @@
 import 'reflect-metadata';
 import { Body, Controller, HttpCode, Post, UnauthorizedException, type ExecutionContext } from '@nestjs/common';
 import { RateLimit } from '../../lib/index.js';
-import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
-import { deploy, report, send, sleep, type Answer, type Row } from './support.js';
+import { attackRun, deploy, send, sleep, type Answer, type Row } from './support.js';
 
 /**
  * Attack 4 of issue 19, with real timing: a refund that lands in the next window.
@@ -44,15 +43,8 @@ class LoginController {
 // ---- the harness ----
 
 const ATTACKERS = 20;
-const rows: Row[] = [];
-let redis: ControllableRedis;
-beforeAll(async () => {
-  redis = await startPrivateRedis();
-});
-afterAll(async () => {
-  await redis?.stop();
-  report(import.meta.url, rows);
-});
+const run = attackRun(import.meta.url);
+const { rows } = run;
 
 /** Sleeps until `offsetMs` into a window of WINDOW_MS; returns that window's start. */
 async function untilWindowOffset(offsetMs: number): Promise<number> {
@@ -65,9 +57,9 @@ async function untilWindowOffset(offsetMs: number): Promise<number> {
 
 describe.each(['memory', 'redis'] as const)('a refund in the next window, on %s', (storage) => {
   it(`4. admits at most 5 failures per 10 s window: ${ATTACKERS} attackers whose slow successes end in the next window`, async () => {
-    await redis.flush();
+    await run.redis.flush();
     admitted.clear();
-    const deployment = await deploy([LoginController], storage, redis);
+    const deployment = await deploy([LoginController], storage, run.redis);
     let requests = 0;
     const post = (client: string, password: string): Promise<Answer> =>
       send(deployment.pick(requests++).port, '/login', { headers: { 'x-client': client }, body: { client, password } }).answer;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RateLimitModuleOptions } from '../../lib/index.js';
-import type { TestRedis } from '../support/redis-server.js';
+import { startPrivateRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, type HttpPlatform } from '../support/scenario-app.js';
 
 /**
@@ -128,7 +128,7 @@ export async function deploy(controllers: Type[], storage: 'memory' | 'redis', r
         ...options.module,
         storage: storage === 'memory' ? { type: 'memory' } : { type: 'redis', url: redis!.url, ...options.redisStorage },
       };
-      const app = await createScenarioApp(controllers, moduleOptions, { platform, forceCloseConnections: true, providers: options.providers });
+      const app = await createScenarioApp(controllers, moduleOptions, { platform, forceCloseConnections: true, providers: options.providers, asShipped: true });
       await app.listen(0, '127.0.0.1');
       const port = (app.getHttpServer().address() as AddressInfo).port;
       instances.push({ app, port, get: (token) => app.get(token) });
@@ -145,6 +145,26 @@ export async function deploy(controllers: Type[], storage: 'memory' | 'redis', r
     label: `${storage === 'memory' ? 'memory' : 'redis (A+B)'}, ${platform}`,
     close,
   };
+}
+
+/** One attack file's run: a private Redis for its tests, and its rows, reported when the file ends. */
+export interface AttackRun {
+  readonly rows: Row[];
+  /** Set before the file's first test. */
+  readonly redis: ControllableRedis;
+}
+
+/** Registers the file's beforeAll and afterAll: the Redis started, then stopped and the rows reported. */
+export function attackRun(file: string): AttackRun {
+  const run = { rows: [] as Row[], redis: undefined as unknown as ControllableRedis };
+  beforeAll(async () => {
+    run.redis = await startPrivateRedis();
+  });
+  afterAll(async () => {
+    await run.redis?.stop();
+    report(file, run.rows);
+  });
+  return run;
 }
 
 /** One line of the table. */

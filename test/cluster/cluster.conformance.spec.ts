@@ -28,7 +28,7 @@ describe('memory and Redis Cluster agree on random traces', () => {
     );
     expect(checks).toBeGreaterThan(runs * 7); // of about 20 steps a trace, a sixth are other operations
     expect(denied).toBeGreaterThan(checks / 10);
-  });
+  }, 120_000); // a fixed amount of work (about 20 s here): a busy machine takes longer, the verdict is the same
 });
 
 describe('Redis Cluster routing', () => {

@@ -17,6 +17,7 @@ import { remaining } from '../support/assertions.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startPrivateRedis, startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
+import { eventually } from '../support/until.js';
 
 /** Each test names its client in a header, so the identity is known: `client:<name>`. */
 const byClientHeader = (context: ExecutionContext) => `client:${String(context.switchToHttp().getRequest().headers['x-client'])}`;
@@ -84,19 +85,6 @@ async function slowKey(context: ExecutionContext): Promise<string> {
   keyRequestClosed = new Promise((resolve) => response.once('close', resolve));
   await new Promise<void>((resolve) => (answerKey = resolve));
   return 'client:gil';
-}
-
-/** Retries `assertion` until it passes or `timeoutMs` ends: refunds land when the response has closed. */
-async function eventually(assertion: () => Promise<void>, timeoutMs = 2_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await assertion();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-  }
 }
 
 describe('limits from code, count and blockFor', () => {

@@ -16,6 +16,7 @@ import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, createScenarioApp, HTTP_PLATFORMS, storageKinds, type HttpPlatform } from '../support/scenario-app.js';
 import { exact } from '../support/exact.js';
+import { eventually } from '../support/until.js';
 
 /**
  * The sample app's routes that use the control features: brute-force protection on
@@ -77,19 +78,6 @@ async function until(condition: () => boolean, what: string, timeoutMs = 3_000):
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
-/** Retries an assertion until it holds (real time: a refund lands after its response has been read). */
-async function eventually(assertion: () => Promise<void>, timeoutMs = 2_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await assertion();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
   }
 }
 

@@ -9,3 +9,16 @@ export async function until(condition: () => boolean | Promise<boolean>, what: s
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
+
+/** Retries `assertion` every 5 ms until it passes, and throws its last failure after `timeoutMs`. */
+export async function eventually(assertion: () => Promise<void>, timeoutMs = 2_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await assertion();
+    } catch (error) {
+      if (performance.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+}
