@@ -238,7 +238,9 @@ export class RedisStorage implements RateLimitStorage {
    * and while the subscription is down the cache trusts a denial for a second at most.
    */
   private listen(blocks: BlockCache): Redis | Cluster {
-    const subscriber: Redis | Cluster = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate();
+    // It subscribes on each 'ready' itself, its answer handled. ioredis's own resubscription is a
+    // SUBSCRIBE nobody awaits: an unhandled rejection if the app closes before Redis answers it.
+    const subscriber: Redis | Cluster = this.client instanceof Cluster ? this.client.duplicate() : this.client.duplicate({ autoResubscribe: false });
     subscriber.on('error', () => undefined); // the main connection reports outages
     let listening: () => void = () => undefined;
     this.subscribed = new Promise((resolve) => (listening = resolve));
