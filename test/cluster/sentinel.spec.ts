@@ -65,8 +65,20 @@ describe('RedisStorage creating its own Sentinel client', () => {
         if (!answer) await new Promise((resolve) => setTimeout(resolve, 50));
       }
       expect(answer && brief(answer)).toEqual([true, 1]);
-      expect(brief(await check())).toEqual([true, 0]);
-      expect(brief(await check())).toEqual([false, 0]);
+      // the failover detector may switch once more on a busy machine: a check it refuses unsent
+      // (no offline queue) charged nothing, and is sent again
+      const sent = async () => {
+        for (let tries = 0; ; tries++) {
+          try {
+            return await check();
+          } catch (error) {
+            if (tries > 100 || !/Stream isn't writeable/.test(String((error as Error).message))) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        }
+      };
+      expect(brief(await sent())).toEqual([true, 0]);
+      expect(brief(await sent())).toEqual([false, 0]);
     } finally {
       await storage.close();
     }
