@@ -1,5 +1,6 @@
 import { RedisStorage } from '../../lib/index.js';
 import { brief, checker, rulesOf } from '../conformance/limiter.js';
+import { until } from '../support/until.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startSentinel, type TestSentinel } from '../support/redis-sentinel.js';
 
@@ -55,9 +56,17 @@ describe('RedisStorage creating its own Sentinel client', () => {
       const check = checker(storage, rulesOf([{ rate: '5/minute', algorithm: 'sliding-window-log' }]), 'own-client');
       for (const left of [4, 3, 2]) expect(brief(await check())).toEqual([true, left]);
       expect(await storage.client.call('WAIT', 1, 1_000)).toBe(1);
-      await own.failover();
+      const { to } = await own.failover();
+      // The storage's own client follows the sentinel (failoverDetector). Until it has switched, a
+      // check may land on the old master, not yet demoted, and be lost with it: asynchronous
+      // replication. Checks go once it answers from the new master.
+      await until(
+        async () => (await storage.client.info('server').catch(() => '')).includes(`tcp_port:${to}\r`),
+        "the storage's client to reach the new master",
+        15_000,
+      );
 
-      // the storage's own client follows the sentinel; until it has switched, checks may fail
+      // until it has settled, checks may still fail
       let answer: Awaited<ReturnType<typeof check>> | undefined;
       const deadline = Date.now() + 10_000;
       while (!answer && Date.now() < deadline) {
