@@ -138,9 +138,15 @@ class CountingStorage implements RateLimitStorage {
     const answer = this.inner.acquire!(key, limit, leaseMs, leaseId);
     return isPromiseLike(answer) ? answer.then(tally) : tally(answer);
   }
+  /** Releases the storage has answered: the slot is free in Redis for every instance. */
+  releasesDone = 0;
   release(key: string, leaseId: string) {
     this.released++;
-    return this.inner.release!(key, leaseId);
+    const done = this.inner.release!(key, leaseId);
+    const settled = () => void this.releasesDone++;
+    if (isPromiseLike(done)) done.then(settled, settled);
+    else settled();
+    return done;
   }
   init() {
     return this.inner.init?.();
@@ -363,6 +369,8 @@ describe.each(HTTP_PLATFORMS)('@ConcurrencyLimit on %s', (platform) => {
       expectDenied(await sendGet(two.port, '/report/c').answer, 'ReportsController.report', 2);
       flight.release('a'); // released by instance one: instance two may take it
       await Promise.all([a.answer, flight.closed('a')]);
+      // the release goes on instance one's connection, d's acquire on two's: the one must be done first
+      await until(() => one.storage.releasesDone === 1);
       const d = sendGet(two.port, '/report/d');
       await flight.arrived('d');
       expectDenied(await sendGet(one.port, '/report/e').answer, 'ReportsController.report', 2);
