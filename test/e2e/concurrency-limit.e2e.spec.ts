@@ -21,6 +21,7 @@ import { InFlight, sendGet, type HttpAnswer } from '../support/in-flight.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds, type HttpPlatform } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
+import { until } from '../support/until.js';
 
 /**
  * `@ConcurrencyLimit` over HTTP, on Express and Fastify, on memory and Redis: exact counts, the
@@ -39,15 +40,6 @@ async function held(id: string, response: unknown): Promise<{ id: string }> {
   await flight.hold(id);
   if (id.startsWith('fail')) throw new Error(`report ${id} failed`);
   return { id };
-}
-
-/** Polls `condition` until it holds (2 s at most): releases land once the handler's end is seen. */
-async function until(condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + 2_000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`not so within 2 s: ${condition.toString()}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 /** Counts by the `x-client` header. */
@@ -248,13 +240,13 @@ describe.each(HTTP_PLATFORMS)('@ConcurrencyLimit on %s', (platform) => {
       expectDenied(await get('/lease/next').answer, 'ReportsController.lease', 1);
       expect(instance.storage.released).toBe(0);
       flight.release('gone'); // the handler ends now, into a closed response
-      await until(() => instance.storage.released === 1);
+      await until(() => instance.storage.released === 1, 'the first release');
       const next = get('/lease/later');
       await flight.arrived('later');
       flight.release('later');
       expect((await next.answer).status).toBe(200);
       await flight.closed('later');
-      await until(() => instance.storage.released === 2);
+      await until(() => instance.storage.released === 2, 'the second release');
       expect(instance.storage).toMatchObject({ granted: 2, denied: 1, released: 2 });
     });
 
@@ -370,7 +362,7 @@ describe.each(HTTP_PLATFORMS)('@ConcurrencyLimit on %s', (platform) => {
       flight.release('a'); // released by instance one: instance two may take it
       await Promise.all([a.answer, flight.closed('a')]);
       // the release goes on instance one's connection, d's acquire on two's: the one must be done first
-      await until(() => one.storage.releasesDone === 1);
+      await until(() => one.storage.releasesDone === 1, "a's release answered by Redis");
       const d = sendGet(two.port, '/report/d');
       await flight.arrived('d');
       expectDenied(await sendGet(one.port, '/report/e').answer, 'ReportsController.report', 2);
