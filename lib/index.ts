@@ -5,6 +5,7 @@ export type {
   RedisStorageConfig,
   StorageErrorPolicy,
   RateLimitMode,
+  RmqDeniedEvents,
 } from './rate-limit.options.js';
 export { RATE_LIMIT_MODULE_OPTIONS } from './rate-limit.module-definition.js';
 export { RATE_LIMIT_CONFIG, type RateLimitConfig } from './rate-limit.config.js';
@@ -29,7 +30,7 @@ export type { ConcurrencyRule } from './concurrency/concurrency-rule.js';
 
 export { RateLimitGuard } from './guards/rate-limit.guard.js';
 export { RateLimitService } from './service/rate-limit.service.js';
-export { METER_NAME, type RateLimitOutcome } from './observability/rate-limit-metrics.js';
+export { METER_NAME, type RateLimitOutcome, type DeniedEventAction } from './observability/rate-limit-metrics.js';
 export type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 export {
   RateLimitHealthIndicator,

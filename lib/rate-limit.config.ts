@@ -5,7 +5,7 @@ import { registerContextAdapter } from './contexts/context-adapters.js';
 import { HEADER_MODES, type RateLimitHeaderMode } from './headers/rate-limit-headers.js';
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
-import type { RateLimitMode, RateLimitModuleOptions, StorageErrorPolicy } from './rate-limit.options.js';
+import type { RateLimitMode, RateLimitModuleOptions, RmqDeniedEvents, StorageErrorPolicy } from './rate-limit.options.js';
 import type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 import { parseRate, type ParsedRate } from './rules/parse-rate.js';
 
@@ -27,6 +27,7 @@ export interface RateLimitConfig {
   readonly shadowHeaders: boolean;
   readonly onDecision?: (event: RateLimitDecisionEvent) => void;
   readonly problemDetails: boolean;
+  readonly rmqDeniedEvents: RmqDeniedEvents;
 }
 
 export const RATE_LIMIT_MODES: readonly RateLimitMode[] = ['enforce', 'shadow'];
@@ -69,6 +70,10 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
   if (options.onDecision !== undefined && typeof options.onDecision !== 'function') {
     throw new Error(`RateLimitModule: onDecision must be a function, got ${typeof options.onDecision}`);
   }
+  const rmqDeniedEvents = options.rmqDeniedEvents ?? 'dead-letter';
+  if (rmqDeniedEvents !== 'dead-letter' && rmqDeniedEvents !== 'requeue') {
+    throw new Error(`RateLimitModule: rmqDeniedEvents must be 'dead-letter' or 'requeue', got ${String(options.rmqDeniedEvents)}`);
+  }
   return {
     defaultLimit: options.defaultLimit === undefined ? undefined : parseRate(options.defaultLimit),
     key: options.key,
@@ -84,5 +89,6 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
     shadowHeaders: options.shadowHeaders ?? true,
     onDecision: options.onDecision,
     problemDetails: options.problemDetails === true,
+    rmqDeniedEvents,
   };
 }

@@ -7,6 +7,8 @@ import {
   type Provider,
 } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD, DiscoveryModule } from '@nestjs/core';
+import { DeniedEvents } from './contexts/denied-events.js';
+import { MessageServers } from './contexts/message-servers.js';
 import { TransportEnhancers } from './contexts/transport-enhancers.js';
 import { RateLimitExceptionFilter } from './filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from './guards/rate-limit.guard.js';
@@ -35,6 +37,8 @@ const PROVIDERS: Provider[] = [
   { provide: RATE_LIMIT_METRICS, useFactory: createRateLimitMetrics, inject: [RATE_LIMIT_STORAGE] },
   RoutePlanner,
   RateLimitService,
+  MessageServers, // the app's microservice servers: keys checked at start-up, RabbitMQ acknowledgement
+  DeniedEvents, // what becomes of a refused microservice event
   RateLimitGuard,
   { provide: APP_GUARD, useExisting: RateLimitGuard },
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },

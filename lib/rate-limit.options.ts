@@ -8,6 +8,9 @@ import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { RateLimitStorage } from './storage/rate-limit-storage.interface.js';
 import type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 
+/** See `RateLimitModuleOptions.rmqDeniedEvents`. */
+export type RmqDeniedEvents = 'dead-letter' | 'requeue';
+
 export interface MemoryStorageConfig {
   type: 'memory';
   /** Hard bound on stored keys (LRU). Default 100,000. */
@@ -74,6 +77,14 @@ export interface RateLimitModuleOptions {
    * logging and analytics. A hook that throws is logged; the request goes on.
    */
   onDecision?: (event: RateLimitDecisionEvent) => void;
+  /**
+   * What a RabbitMQ server with manual acknowledgement (`noAck: false`) does with an event it
+   * refuses: `dead-letter` (default) nacks it without requeueing, so the broker moves it to the
+   * queue's dead-letter exchange (and drops it if the queue has none); `requeue` nacks it back
+   * onto the queue, to be delivered again at once. Other transports cannot keep a refused event:
+   * it is dropped, counted and logged (see docs/transports.md).
+   */
+  rmqDeniedEvents?: RmqDeniedEvents;
   /** 429 and 503 bodies as RFC 9457 problem details (`application/problem+json`). Default false. */
   problemDetails?: boolean;
   /** Return true to let a request through without counting it. */

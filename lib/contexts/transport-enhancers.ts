@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { RATE_LIMIT_METRICS, type RateLimitMetrics } from '../observability/rate-limit-metrics.js';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { DeniedEvents } from './denied-events.js';
 import { RateLimitExceptionFilter } from '../filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from '../guards/rate-limit.guard.js';
 import { bindRateLimitInterceptor } from '../interceptors/interceptor-binding.js';
@@ -40,8 +41,9 @@ export class TransportEnhancers {
     @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
     planner: RoutePlanner,
     @Inject(RATE_LIMIT_METRICS) metrics: RateLimitMetrics,
+    deniedEvents: DeniedEvents,
   ) {
-    bindRateLimitInterceptor(discovery, scanner, new RateLimitInterceptor(config, storage, planner, metrics), storage);
+    bindRateLimitInterceptor(discovery, scanner, new RateLimitInterceptor(config, storage, planner, metrics, deniedEvents), storage);
     const filter = new RateLimitExceptionFilter();
     for (const { metatype } of discovery.getProviders()) {
       if (typeof metatype === 'function' && Reflect.hasMetadata(GATEWAY_METADATA, metatype)) withFilter(metatype, filter);

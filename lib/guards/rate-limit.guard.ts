@@ -11,6 +11,7 @@ import {
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
 import { withoutStack } from '../exceptions/without-stack.js';
+import { DeniedEvents } from '../contexts/denied-events.js';
 import { contextAdapterFor } from '../contexts/context-adapters.js';
 import { httpContext } from '../contexts/http.context-adapter.js';
 import { mostConstraining } from '../headers/rate-limit-headers.js';
@@ -70,6 +71,7 @@ export class RateLimitGuard implements CanActivate {
     @Inject(RATE_LIMIT_STORAGE) private readonly rawStorage: RateLimitStorage,
     private readonly planner: RoutePlanner,
     @Optional() @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
+    @Optional() private readonly deniedEvents?: DeniedEvents,
   ) {
     this.storage = new ProtectedStorage(rawStorage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
     this.observing = metrics.enabled || config.onDecision !== undefined;
@@ -334,7 +336,9 @@ export class RateLimitGuard implements CanActivate {
   /** What to throw for a refusal: the exception, unless the context's adapter throws its own answer. */
   private rejection(context: ExecutionContext, refusal: RateLimitExceededException | RateLimitUnavailableException): unknown {
     const type = context.getType();
-    return type === 'http' ? refusal : (contextAdapterFor(type)?.rejection?.(refusal, context) ?? refusal);
+    if (type === 'http') return refusal;
+    if (type === 'rpc') this.deniedEvents?.refused(context, refusal);
+    return contextAdapterFor(type)?.rejection?.(refusal, context) ?? refusal;
   }
 
   /**

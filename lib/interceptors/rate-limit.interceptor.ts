@@ -11,6 +11,7 @@ import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js
 import type { ConcurrencyPlan } from '../concurrency/concurrency-plan.js';
 import { CONCURRENCY_RETRY_AFTER_MS } from '../concurrency/concurrency-rule.js';
 import { contextAdapterFor } from '../contexts/context-adapters.js';
+import type { DeniedEvents } from '../contexts/denied-events.js';
 import type { RateLimitRefusal } from '../contexts/rate-limit-context-adapter.interface.js';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
@@ -65,6 +66,7 @@ export class RateLimitInterceptor implements NestInterceptor {
     private readonly store: RateLimitStorage,
     private readonly planner: RoutePlanner,
     private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
+    private readonly deniedEvents?: DeniedEvents,
   ) {
     this.storage = new ProtectedStorage(store, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
   }
@@ -220,6 +222,7 @@ export class RateLimitInterceptor implements NestInterceptor {
     settleOutcome(context, true);
     const type = context.getType();
     if (type === 'http' || !(error instanceof RateLimitExceededException || error instanceof RateLimitUnavailableException)) return error;
+    if (type === 'rpc') this.deniedEvents?.refused(context, error);
     return contextAdapterFor(type)?.rejection?.(error as RateLimitRefusal, context) ?? error;
   }
 

@@ -7,6 +7,9 @@ import { storageKindOf } from '../storage/storage-kind.js';
 /** How one request ended, as far as the limiter is concerned. */
 export type RateLimitOutcome = 'allowed' | 'denied' | 'shadow_denied' | 'fail_open' | 'fail_closed' | 'fallback';
 
+/** What became of a denied microservice event (see DeniedEvents). */
+export type DeniedEventAction = 'dropped' | 'requeued' | 'dead-lettered';
+
 /** The meter's name: the package's. */
 export const METER_NAME = 'nestjs-rate-limiting';
 
@@ -30,6 +33,7 @@ export class RateLimitMetrics {
   private readonly nearLimit?: Counter;
   private readonly storageDuration?: Histogram;
   private readonly storageErrors?: Counter;
+  private readonly deniedEvents?: Counter;
   private readonly storageAttributes: Attributes;
   private readonly stops: (() => void)[] = [];
   /** A field, not a getter: the guard reads it on every request. */
@@ -51,6 +55,10 @@ export class RateLimitMetrics {
       advice: { explicitBucketBoundaries: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] },
     });
     this.storageErrors = meter.createCounter('ratelimit.storage.errors', { description: 'Storage calls that failed or timed out', unit: '{call}' });
+    this.deniedEvents = meter.createCounter('ratelimit.events.denied', {
+      description: 'Microservice events refused before their handler ran, by what became of them',
+      unit: '{event}',
+    });
   }
 
   /** Instruments on the global MeterProvider, or disabled ones if there is none (or no API). */
@@ -73,6 +81,12 @@ export class RateLimitMetrics {
     if (outcome === 'allowed' && remaining !== undefined && limit !== undefined && remaining < NEAR_LIMIT_SHARE * limit) {
       this.nearLimit?.add(1, this.attributesOf(policy, undefined));
     }
+  }
+
+  /** A refused event: dropped, or handed back to a broker that keeps it. */
+  deniedEvent(action: DeniedEventAction, policy: string, transport: string): void {
+    // rare and off the admitted path: built per call rather than cached
+    this.deniedEvents?.add(1, { 'ratelimit.policy': policy, 'ratelimit.event.action': action, 'ratelimit.transport': transport });
   }
 
   storageCall(seconds: number): void {

@@ -103,6 +103,20 @@ export class RoutePlanner implements OnModuleInit {
     await this.planConcurrencyLimits(this.discovery, this.scanner);
   }
 
+  /**
+   * Whether a limit of the route counts against the client address for want of a `key` (the
+   * route's or the module's): on a transport that carries none, every call of it would fail.
+   */
+  fallsBackToAddress(controller: Type, handler: Function): boolean {
+    const targets = [handler, controller];
+    if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true) return false;
+    const rateLimit = this.reflector.getAllAndOverride<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, targets);
+    const limited = rateLimit !== undefined || this.config.defaultLimit !== undefined;
+    if (limited && (rateLimit?.options.key ?? this.config.key) === undefined) return true;
+    const concurrency = this.reflector.getAllAndOverride<ConcurrencyLimitMetadata | undefined>(CONCURRENCY_LIMIT_METADATA, targets);
+    return concurrency !== undefined && (concurrency.options.key ?? this.config.key) === undefined;
+  }
+
   planFor(context: ExecutionContext): MaybePromise<RoutePlan> {
     return this.plan(context.getClass(), context.getHandler());
   }
