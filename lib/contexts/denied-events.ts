@@ -6,11 +6,12 @@ import type { RateLimitRefusal } from './rate-limit-context-adapter.interface.js
 
 /** Nest's handler-type metadata: `@EventPattern` handlers are PatternHandler.EVENT (2). */
 const PATTERN_HANDLER_METADATA = 'microservices:handler_type';
+const MESSAGE_HANDLER = 1;
 const EVENT_HANDLER = 2;
 
 /** The parts of Nest's RmqContext used here. */
 interface RmqContextLike {
-  getChannelRef(): { nack(message: unknown, allUpTo?: boolean, requeue?: boolean): void };
+  getChannelRef(): { ack(message: unknown): void; nack(message: unknown, allUpTo?: boolean, requeue?: boolean): void };
   getMessage(): unknown;
 }
 
@@ -31,6 +32,8 @@ const TRANSPORT_OF_CONTEXT: Readonly<Record<string, string>> = {
  *   to the queue's dead-letter exchange or back onto the queue (`rmqDeniedEvents`);
  * - every other transport (and RabbitMQ acknowledging on delivery) has already let go of it:
  *   it is dropped, counted in `ratelimit.events.denied`, and logged once per handler.
+ * A refused request (`@MessagePattern`) is answered with its refusal; under RabbitMQ's manual
+ * acknowledgement it is acknowledged too, as the handler that did not run would have done.
  */
 @Injectable()
 export class DeniedEvents {
@@ -47,9 +50,11 @@ export class DeniedEvents {
   /** Called with every refusal of an `rpc` context, before it is thrown; acts on events only. */
   refused(context: ExecutionContext, refusal: RateLimitRefusal): void {
     const handler = context.getHandler();
-    if (Reflect.getMetadata(PATTERN_HANDLER_METADATA, handler) !== EVENT_HANDLER) return;
+    const handlerType = Reflect.getMetadata(PATTERN_HANDLER_METADATA, handler);
     const transportContext = context.getArgByIndex<object | undefined>(1);
     const transport = TRANSPORT_OF_CONTEXT[transportContext?.constructor.name ?? ''] ?? 'rpc';
+    if (handlerType === MESSAGE_HANDLER) return this.acknowledgeAnswered(transport, transportContext as RmqContextLike);
+    if (handlerType !== EVENT_HANDLER) return;
     // Nest's Kafka server awaits event handlers: the refusal reaches kafkajs as their error, which retries
     if (transport === 'kafka') return;
     const route = `${context.getClass().name}.${handler.name}`;
@@ -63,6 +68,16 @@ export class DeniedEvents {
         ? 'its RabbitMQ consumer acknowledges on delivery (noAck: true); with noAck: false they are nacked instead (rmqDeniedEvents)'
         : `${transport === 'rpc' ? 'this transport' : transport} cannot keep an event once delivered`;
     this.logger.warn(`Events refused by the rate limit of ${route} are dropped: ${why}. They count in ratelimit.events.denied; this is logged once per handler.`);
+  }
+
+  /** Left unacknowledged, a refused request would hold its prefetch slot and be delivered again. */
+  private acknowledgeAnswered(transport: string, context: RmqContextLike): void {
+    if (transport !== 'rmq' || !this.servers.acknowledgesByHand(context.getChannelRef())) return;
+    try {
+      context.getChannelRef().ack(context.getMessage());
+    } catch {
+      // a closed channel: the broker redelivers the request, which is refused again
+    }
   }
 
   /** Hands the event back to a broker that keeps it; 'dropped' where none can. */

@@ -10,11 +10,11 @@
  */
 import 'reflect-metadata';
 import { Controller } from '@nestjs/common';
-import { Ctx, EventPattern, Payload, RmqRecordBuilder, Transport, type RmqContext } from '@nestjs/microservices';
+import { Ctx, EventPattern, MessagePattern, Payload, RmqRecordBuilder, Transport, type RmqContext } from '@nestjs/microservices';
 import amqplib, { type Channel, type ChannelModel, type GetMessage, type Message } from 'amqplib';
 import { RateLimit, type RateLimitModuleOptions } from '../../lib/index.js';
-import { accountOf, BrokerApp, brokerSuite, emit, Runs, type BrokerTransport, type Endpoint } from '../support/broker-suite.js';
-import { CapturingLogger, describeWithBroker, probe, uniqueName } from '../support/brokers.js';
+import { accountOf, BrokerApp, brokerSuite, emit, Runs, send, type BrokerTransport, type Endpoint } from '../support/broker-suite.js';
+import { CapturingLogger, describeWithBroker, probe, RATE_LIMITED, rejectionOf, uniqueName } from '../support/brokers.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { registerTestMetrics } from '../support/metrics-reader.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
@@ -89,6 +89,23 @@ function ackingController(runs: Runs) {
     }
   }
   return { OrdersController, pattern };
+}
+
+/** A request handler that acknowledges by hand: 1 quote per minute per account. */
+function ackingQuotes(runs: Runs) {
+  const pattern = uniqueName('quote');
+  @Controller()
+  class QuotesController {
+    @MessagePattern(pattern)
+    @RateLimit('1/minute', { key: accountOf })
+    quote(@Payload() data: any, @Ctx() rpc: unknown) {
+      const context = rpc as RmqContext;
+      runs.record('quote', data);
+      context.getChannelRef().ack(context.getMessage() as Message);
+      return 'ok';
+    }
+  }
+  return { QuotesController, pattern };
 }
 
 describeWithBroker(rabbit, 'brokers.rabbitmq.e2e', 'RabbitMQ transport, real broker', () => {
@@ -177,6 +194,19 @@ describeWithBroker(rabbit, 'brokers.rabbitmq.e2e', 'RabbitMQ transport, real bro
         expect(await messagesIn(queue)).toBe(0);
         // not dropped, so no warning about dropping
         expect(logs.find('warn', 'OrdersController.placed')).toEqual([]);
+      });
+
+      it('a refused request is answered and acknowledged: nothing is left unacknowledged to come back', async () => {
+        const { QuotesController, pattern } = ackingQuotes(runs);
+        const at = endpoint({ noAck: false });
+        served = await BrokerApp.start(RABBITMQ, [QuotesController], { storage: target.create(clock) }, logs, at);
+        const client = await served.client();
+        expect(await send(client, pattern, { account: 'alice' })).toBe('ok');
+        expect(await rejectionOf(send(client, pattern, { account: 'alice' }))).toEqual(RATE_LIMITED(60));
+        expect(runs.count('quote')).toBe(1);
+        // closing the consumer puts what it left unacknowledged back on the queue
+        await served.stop();
+        expect(await messagesIn(at.server.queue as string)).toBe(0);
       });
 
       it("'requeue': the refused event goes back onto the queue, and is handled, redelivered, once the budget frees", async () => {
