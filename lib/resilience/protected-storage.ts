@@ -173,6 +173,8 @@ export class ProtectedStorage {
 
   private watch(delayMs: number): void {
     this.watchdog = setTimeout(this.onWatchdog, delayMs);
+    // it waits for answers: the sockets they come on keep the process alive, not this timer
+    this.watchdog.unref?.();
   }
 
   // A busy loop runs due timers before it reads sockets; I/O is polled before setImmediate, so a

@@ -1,3 +1,4 @@
+import { jest } from '@jest/globals';
 import { CheckFailedError, CircuitBreaker, StorageUnavailableError, type RateLimitCheck, type RateLimitResult, type RateLimitStorage } from '../../lib/index.js';
 import { ProtectedStorage } from '../../lib/resilience/protected-storage.js';
 import { rulesOf } from '../conformance/limiter.js';
@@ -76,15 +77,15 @@ describe('ProtectedStorage and the circuit breaker', () => {
 
   describe('deadline', () => {
     const never = () => new Promise<RateLimitResult>(() => {});
-    const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
 
     it('fails every call the storage leaves unanswered after the timeout, watched by one timer', async () => {
       const { storage, breaker, protectedStorage } = setup();
       storage.next = never;
-      const before = timers();
+      const timeouts = jest.spyOn(globalThis, 'setTimeout');
       const started = performance.now();
       const calls = Array.from({ length: 50 }, () => protectedStorage.check(checks, 1) as Promise<RateLimitResult>);
-      expect(timers() - before).toBe(1);
+      expect(timeouts).toHaveBeenCalledTimes(1);
+      timeouts.mockRestore();
       const outcomes = await Promise.allSettled(calls);
       const elapsed = performance.now() - started;
       expect(outcomes.every((o) => o.status === 'rejected' && (o.reason as StorageUnavailableError).reason === 'timeout')).toBe(true);
