@@ -12,6 +12,7 @@ import type { ConcurrencyPlan } from '../concurrency/concurrency-plan.js';
 import { CONCURRENCY_RETRY_AFTER_MS } from '../concurrency/concurrency-rule.js';
 import { contextAdapterFor } from '../contexts/context-adapters.js';
 import type { DeniedEvents } from '../contexts/denied-events.js';
+import { grpcCallOf, isGrpcStream } from '../contexts/grpc-call.js';
 import type { RateLimitRefusal } from '../contexts/rate-limit-context-adapter.interface.js';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
 import { RateLimitUnavailableException } from '../exceptions/rate-limit-unavailable.exception.js';
@@ -147,7 +148,7 @@ export class RateLimitInterceptor implements NestInterceptor {
       release?.();
       settleOutcome(context, failed);
     };
-    return followHandler(next.handle(), response, boundMs, done, http && this.isSse(context.getHandler()));
+    return followHandler(next.handle(), response, boundMs, done, http ? this.isSse(context.getHandler()) : this.isGrpcStream(context));
   }
 
   /** Whether the handler is an `@Sse()` route: its Observable is the stream, not a result on its way. */
@@ -155,6 +156,13 @@ export class RateLimitInterceptor implements NestInterceptor {
     let sse = this.sseHandlers.get(handler);
     if (sse === undefined) this.sseHandlers.set(handler, (sse = Reflect.getMetadata(SSE_METADATA, handler) === true));
     return sse;
+  }
+
+  /** A streaming gRPC call: its Observable is the stream, which Nest tears down when the call is cancelled. */
+  private isGrpcStream(context: ExecutionContext): boolean {
+    if (context.getType() !== 'rpc') return false;
+    const call = grpcCallOf(context);
+    return call !== undefined && isGrpcStream(call);
   }
 
   private clientGone(context: ExecutionContext): boolean {
