@@ -3,6 +3,7 @@ import { RATE_LIMIT_METRICS, RateLimitMetrics, type DeniedEventAction } from '..
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { MessageServers } from './message-servers.js';
 import type { RateLimitRefusal } from './rate-limit-context-adapter.interface.js';
+import { routeName } from '../rules/route-name.js';
 
 /** Nest's handler-type metadata: `@EventPattern` handlers are PatternHandler.EVENT (2). */
 const PATTERN_HANDLER_METADATA = 'microservices:handler_type';
@@ -57,7 +58,7 @@ export class DeniedEvents {
     if (handlerType !== EVENT_HANDLER) return;
     // Nest's Kafka server awaits event handlers: the refusal reaches kafkajs as their error, which retries
     if (transport === 'kafka') return;
-    const route = `${context.getClass().name}.${handler.name}`;
+    const route = routeName(context.getClass(), handler);
     const policy = 'details' in refusal ? refusal.details.rule.name : route;
     const action = this.keep(transport, transportContext as RmqContextLike, route);
     if (this.metrics.enabled) this.metrics.deniedEvent(action, policy, transport);

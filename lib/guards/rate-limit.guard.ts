@@ -35,6 +35,7 @@ import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js'
 import { whenFinished } from '../outcomes/request-outcome.js';
 import { RATE_LIMIT_METRICS, RateLimitMetrics, type RateLimitOutcome } from '../observability/rate-limit-metrics.js';
 import type { RateLimitDecisionEvent } from '../observability/rate-limit-decision-event.js';
+import { routeName } from '../rules/route-name.js';
 
 /**
  * The arguments of RPC messages checked so far. A message meets the guard twice when it runs both
@@ -44,7 +45,7 @@ import type { RateLimitDecisionEvent } from '../observability/rate-limit-decisio
 const checkedMessages = new WeakSet<object>();
 
 function routeOf(context: ExecutionContext): string {
-  return `${context.getClass().name}.${context.getHandler().name}`;
+  return routeName(context.getClass(), context.getHandler());
 }
 
 /**

@@ -7,6 +7,7 @@ import { CONCURRENCY_LIMIT_METADATA, type ConcurrencyLimitMetadata } from '../de
 import { RATE_LIMIT_METADATA, type RateLimitMetadata } from '../decorators/rate-limit.decorator.js';
 import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
 import { windowLabel } from './bind-rules.js';
+import { routeName } from './route-name.js';
 
 /**
  * Characters of a route id: 24 bits, short enough for a key of a 15-character identity to stay
@@ -139,7 +140,7 @@ export function scanRouteBuckets(
       if (typeof handler !== 'function') continue;
       const targets = [handler, type];
       if (reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true) continue;
-      const route = `${type.name}.${handler.name}`;
+      const route = routeName(type, handler);
       const limit = reflector.getAllAndOverride<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, targets);
       if (limit?.options.bucket !== undefined) buckets.add(limit.options.bucket);
       else if (limit !== undefined) {

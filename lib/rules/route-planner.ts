@@ -31,6 +31,7 @@ import { RouteKeys, scanRouteBuckets } from './route-id.js';
 import type { RoutePlan } from './route-plan.js';
 import { RouteTable } from './route-table.js';
 import { RuleSet } from './rule-set.js';
+import { routeName } from './route-name.js';
 
 const EXEMPT: RoutePlan = {
   exempt: true,
@@ -133,11 +134,11 @@ export class RoutePlanner implements OnModuleInit {
     const { defaultLimit } = this.config;
     if (skipped || (metadata === undefined && defaultLimit === undefined)) return EXEMPT;
 
-    const routeName = `${controller.name}.${handler.name}`;
-    if (metadata) this.declare(metadata, routeName);
+    const route = routeName(controller, handler);
+    if (metadata) this.declare(metadata, route);
     if (metadata && (metadata.options.count ?? 'all') !== 'all' && this.storage?.refund === undefined) {
       throw new Error(
-        `RateLimitModule: @RateLimit on ${routeName} counts only ${metadata.options.count}, which needs a storage with refund(); ` +
+        `RateLimitModule: @RateLimit on ${route} counts only ${metadata.options.count}, which needs a storage with refund(); ` +
           `${this.storage?.constructor.name} has none. Use MemoryStorage or RedisStorage, or implement it (see RateLimitStorage).`,
       );
     }
@@ -145,10 +146,10 @@ export class RoutePlanner implements OnModuleInit {
       ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })
       : [];
     const rules = metadata
-      ? this.routeRuleSet(metadata, routeName, defaultRules)
+      ? this.routeRuleSet(metadata, route, defaultRules)
       : new RuleSet(defaultRules, this.config.keyPrefix, this.checksCache);
     const key = metadata?.options.key ?? this.config.key;
-    return then(this.keyResolver(key, `route ${routeName}`), (resolver) => {
+    return then(this.keyResolver(key, `route ${route}`), (resolver) => {
       const resolve = asFunction(resolver);
       return {
         exempt: false,
@@ -299,7 +300,7 @@ export class RoutePlanner implements OnModuleInit {
     if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, targets) === true) return undefined;
     const metadata = this.reflector.getAllAndOverride<ConcurrencyLimitMetadata | undefined>(CONCURRENCY_LIMIT_METADATA, targets);
     if (metadata === undefined) return undefined;
-    const route = `${controller.name}.${handler.name}`;
+    const route = routeName(controller, handler);
     const { limit, leaseMs, options } = metadata;
     const bucket = options.bucket ?? route;
     const name = policyName(bucket);
