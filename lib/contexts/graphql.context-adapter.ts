@@ -1,4 +1,4 @@
-import type { ArgumentsHost, ExecutionContext } from '@nestjs/common';
+import type { ArgumentsHost, ContextType, ExecutionContext } from '@nestjs/common';
 import type { RateLimitExceededDetails } from '../exceptions/rate-limit-exceeded.exception.js';
 import { requestAddress, type AddressedRequest } from '../keys/client-ip.js';
 import { mostConstraining, rateLimitHeaders, type RateLimitHeaderMode } from '../headers/rate-limit-headers.js';
@@ -21,10 +21,27 @@ interface GraphQLContextValue {
   reply?: unknown;
 }
 
+/** `ExecutionContext.getType()` of a GraphQL resolver, as @nestjs/graphql names it (without importing it). */
+export type GqlContextType = 'graphql' | ContextType;
+
 /** The part of graphql-js's `GraphQLResolveInfo` read here: a top-level field's path has no `prev`. */
 interface ResolveInfoLike {
   path?: { prev?: unknown };
+  operation?: { operation?: string };
 }
+
+/**
+ * The context graphql-ws gives an operation over a WebSocket (Nest's driver passes it to the
+ * app's `context` function, and puts it as `req` by default): the connection's params, the
+ * upgrade request and the socket.
+ */
+interface GraphQLWsContext {
+  readonly connectionParams?: Readonly<Record<string, unknown>>;
+  readonly extra: { readonly request: object; readonly socket: { readonly readyState: number } };
+}
+
+/** `WebSocket.OPEN` in ws, the socket graphql-ws serves on. */
+const SOCKET_OPEN = 1;
 
 /** What the response of one operation carries so far. */
 interface OperationHeaders {
@@ -39,14 +56,37 @@ const operations = new WeakMap<object, OperationHeaders>();
 
 const contextValue = (context: ArgumentsHost) => context.getArgByIndex<GraphQLContextValue | undefined>(2);
 
-const httpRequestOf = (context: ArgumentsHost) => {
+const isWsContext = (value: unknown): value is GraphQLWsContext => {
+  const extra = (value as Partial<GraphQLWsContext> | undefined)?.extra;
+  return typeof extra === 'object' && extra !== null && typeof extra.request === 'object' && typeof extra.socket === 'object';
+};
+
+/** The graphql-ws context of an operation that came over a WebSocket; undefined over HTTP. */
+function graphqlWsContextOf(context: ArgumentsHost): GraphQLWsContext | undefined {
+  const value = contextValue(context);
+  if (isWsContext(value?.req)) return value.req;
+  return isWsContext(value) ? value : undefined;
+}
+
+/** The request carrying the operation: the HTTP request, or a WebSocket's upgrade request. */
+const requestOf = (context: ArgumentsHost) => {
+  const ws = graphqlWsContextOf(context);
+  if (ws !== undefined) return ws.extra.request;
   const value = contextValue(context);
   return value?.req ?? value?.request;
 };
 
+/** Whether `context` is a top-level field of a subscription: its resolver returns the event stream. */
+export function isSubscription(context: ArgumentsHost): boolean {
+  const info = context.getArgByIndex<ResolveInfoLike | undefined>(3);
+  return info?.operation?.operation === 'subscription' && info.path !== undefined && info.path.prev === undefined;
+}
+
 const httpResponseOf = (context: ArgumentsHost) => {
   const value = contextValue(context);
-  const response = value?.res ?? value?.reply ?? (httpRequestOf(context) as { res?: unknown } | undefined)?.res;
+  // over a WebSocket there is no response to carry headers (and `reply` may be graphql-ws's message)
+  if (graphqlWsContextOf(context) !== undefined) return undefined;
+  const response = value?.res ?? value?.reply ?? (requestOf(context) as { res?: unknown } | undefined)?.res;
   return typeof response === 'object' && response !== null ? response : undefined;
 };
 
@@ -83,11 +123,16 @@ function graphqlError(refusal: RateLimitRefusal): Error {
  * (the longest wait asked) once a field was denied. A denied resolver does not run: its field is
  * null, and `errors[]` holds `extensions: { code: 'RATE_LIMITED', retryAfter }`; the other fields
  * resolve, and the status stays 200.
+ *
+ * Over graphql-ws (subscriptions, and any operation sent on the socket) the key is read from the
+ * socket's upgrade request, so a client's subscriptions count under the identity of its queries;
+ * there is no response to carry headers, and a refusal is the operation's error. A client whose
+ * socket is no longer open is gone.
  */
 export const graphqlContext: RateLimitContextAdapter = {
   type: 'graphql',
-  request: httpRequestOf,
-  clientAddress: (context) => requestAddress(httpRequestOf(context) as AddressedRequest | undefined),
+  request: requestOf,
+  clientAddress: (context) => requestAddress(requestOf(context) as AddressedRequest | undefined),
   admitted(context: ExecutionContext, result: RateLimitResult, policy: string, mode: RateLimitHeaderMode) {
     const response = httpResponseOf(context);
     if (response === undefined || mode === false) return;
@@ -119,6 +164,8 @@ export const graphqlContext: RateLimitContextAdapter = {
     return graphqlError(refusal);
   },
   clientGone: (context) => {
+    const ws = graphqlWsContextOf(context);
+    if (ws !== undefined) return ws.extra.socket.readyState !== SOCKET_OPEN;
     const response = httpResponseOf(context) as { raw?: { closed?: boolean }; closed?: boolean } | undefined;
     return (response?.raw ?? response)?.closed === true;
   },

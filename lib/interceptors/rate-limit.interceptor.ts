@@ -12,6 +12,7 @@ import type { ConcurrencyPlan } from '../concurrency/concurrency-plan.js';
 import { CONCURRENCY_RETRY_AFTER_MS } from '../concurrency/concurrency-rule.js';
 import { contextAdapterFor } from '../contexts/context-adapters.js';
 import type { DeniedEvents } from '../contexts/denied-events.js';
+import { isSubscription, type GqlContextType } from '../contexts/graphql.context-adapter.js';
 import { grpcCallOf, isGrpcStream } from '../contexts/grpc-call.js';
 import type { RateLimitRefusal } from '../contexts/rate-limit-context-adapter.interface.js';
 import { RateLimitExceededException } from '../exceptions/rate-limit-exceeded.exception.js';
@@ -20,6 +21,7 @@ import { withoutStack } from '../exceptions/without-stack.js';
 import { ClientClosedRequestException } from '../outcomes/client-closed-request.exception.js';
 import { followHandler } from '../outcomes/handler-end.js';
 import { handlerStarts, rawResponseOf, settleOutcome } from '../outcomes/request-outcome.js';
+import { followSubscription } from '../outcomes/subscription-end.js';
 import { DEFAULT_LEASE_MS } from '../decorators/concurrency-limit.decorator.js';
 import type { RateLimitConfig } from '../rate-limit.config.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
@@ -142,12 +144,14 @@ export class RateLimitInterceptor implements NestInterceptor {
       throw new ClientClosedRequestException();
     }
     handlerStarts(context);
-    const http = context.getType() === 'http';
+    const type = context.getType<GqlContextType>();
+    const http = type === 'http';
     const response = http ? rawResponseOf(context) : undefined;
     const done = (failed: boolean) => {
       release?.();
       settleOutcome(context, failed);
     };
+    if (type === 'graphql' && isSubscription(context)) return followSubscription(next.handle(), done);
     return followHandler(next.handle(), response, boundMs, done, http ? this.isSse(context.getHandler()) : this.isGrpcStream(context));
   }
 
