@@ -10,6 +10,7 @@ import { MetricsController } from './metrics/metrics.controller.js';
 import { QuotaController } from './quota/quota.controller.js';
 import { QuoteResolver } from './quotes/quote.resolver.js';
 import { QuotesController } from './quotes/quotes.controller.js';
+import { QuotesGrpcController, watchPricesTimingProvider } from './quotes/quotes.grpc-controller.js';
 import { QuotesGateway } from './quotes/quotes.gateway.js';
 import { QuotesService } from './quotes/quotes.service.js';
 import { ReportsController } from './reports/reports.controller.js';
@@ -54,6 +55,7 @@ export class AppModule implements NestModule {
       ],
       controllers: [
         QuotesController,
+        QuotesGrpcController, // gRPC `Quotes`: served once main.ts connects the gRPC server
         AuthController,
         ItemsController,
         UserDataController,
@@ -73,6 +75,7 @@ export class AppModule implements NestModule {
         QuoteResolver,
         ReportsService,
         reportDelayProvider, // how long a report takes: tests replace it
+        watchPricesTimingProvider, // how often WatchPrices sends a price: tests replace it
         ...(options.telemetry ? [{ provide: SampleTelemetry, useValue: options.telemetry }] : []),
       ],
     };

@@ -1,9 +1,11 @@
 import 'reflect-metadata';
 import { Logger, type DynamicModule, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { MicroserviceOptions } from '@nestjs/microservices';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { RateLimitModuleOptions } from '../lib/index.js';
 import { AppModule } from './app.module.js';
+import { quotesGrpcOptions } from './quotes/quotes-grpc.options.js';
 import { setUpTelemetry } from './telemetry.js';
 
 const logger = new Logger('SampleApp');
@@ -11,6 +13,11 @@ const logger = new Logger('SampleApp');
 const port = Number(process.env.PORT ?? 3000);
 if (!Number.isInteger(port) || port < 0 || port > 65_535) {
   throw new Error(`PORT must be a port number, got "${process.env.PORT}"`);
+}
+// The gRPC server (quotes.proto). Not 0: Nest does not say which port the gRPC server got, so it could not be logged.
+const grpcPort = Number(process.env.GRPC_PORT ?? 50051);
+if (!Number.isInteger(grpcPort) || grpcPort < 1 || grpcPort > 65_535) {
+  throw new Error(`GRPC_PORT must be a port number from 1 to 65535, got "${process.env.GRPC_PORT}"`);
 }
 
 // Express by default; SAMPLE_ADAPTER=fastify serves the same app on Fastify.
@@ -33,12 +40,20 @@ const telemetry = setUpTelemetry();
 const app = await createApp(AppModule.register({ storage, storagePolicy, telemetry }));
 // Closes the Redis connection on SIGTERM/SIGINT, so the process can exit.
 app.enableShutdownHooks();
+// gRPC `Quotes` beside HTTP. inheritAppConfig: the app's global guard (RateLimitModule's) and
+// filter apply to the calls as to HTTP requests, so GetQuote draws on GET /quotes/:symbol's budget.
+const grpc = quotesGrpcOptions(grpcPort);
+app.connectMicroservice<MicroserviceOptions>(grpc, { inheritAppConfig: true });
+// init first: the modules' start-up (the rate-limit storage, its checks) is done before a call can come in
+await app.init();
+await app.startAllMicroservices();
 // Behind a load balancer, also trust it: Express's 'trust proxy' setting, or the `trustProxy` option of
 // `new FastifyAdapter()` (the proxy's address: Fastify takes no hop count). Otherwise every client
 // shares the proxy's IP budget. Fastify listens on localhost only unless given a host, as it does by default.
 await app.listen(port);
 
 logger.log(`Listening on ${await app.getUrl()} (${platform === 'fastify' ? 'Fastify' : 'Express'})`);
+logger.log(`gRPC on ${grpc.options.url} (package quotes, ${grpc.options.protoPath})`);
 logger.log(`Rate-limit storage: ${redisUrl ? `Redis at ${describeRedis(redisUrl)}` : 'in memory (this process only)'}`);
 
 /** The app on the platform SAMPLE_ADAPTER names; Fastify is loaded only when asked for. */

@@ -4,8 +4,9 @@ import { requestUser } from '../users/request-user.js';
 import type { UserRequest } from '../users/user.interface.js';
 
 /**
- * The limit of a quote, for `GET /quotes/:symbol` and the GraphQL `quote` query alike. Both name
- * this bucket, so they draw on one budget: 100 quotes a minute is 100 whichever way they come.
+ * The limit of a quote, for `GET /quotes/:symbol`, the GraphQL `quote` query and gRPC's
+ * `Quotes.GetQuote` alike. All name this bucket, so they draw on one budget: 100 quotes a minute
+ * is 100 whichever way they come.
  */
 export const QUOTES_BUCKET = 'quotes';
 
@@ -16,6 +17,8 @@ export interface QuotePlan {
   readonly key: string | undefined;
 }
 
+const FREE_PLAN: QuotePlan = { rate: '100/minute', key: undefined };
+
 /**
  * Paid users get 1000/minute on their own budget, wherever they call from. Everyone else, free
  * users included, shares the 100/minute of their IP: a free token buys no extra quota.
@@ -23,11 +26,17 @@ export interface QuotePlan {
  */
 export function quotePlan(request: UserRequest): QuotePlan {
   const user = requestUser(request);
-  return user?.plan === 'paid' ? { rate: '1000/minute', key: `user:${user.id}` } : { rate: '100/minute', key: undefined };
+  return user?.plan === 'paid' ? { rate: '1000/minute', key: `user:${user.id}` } : FREE_PLAN;
 }
 
-/** `rateLimitRequest()` is the HTTP request on both transports (for GraphQL, the one carrying the operation). */
+/**
+ * `rateLimitRequest()` is the HTTP request on HTTP and GraphQL (for GraphQL, the one carrying the
+ * operation). A gRPC call has none, only its metadata, and AuthMiddleware never sees it: every
+ * gRPC caller is on the free plan, counted under its address (`ip:<address>`, the key HTTP's
+ * client IP gets too), so its calls and its HTTP requests share one 100 a minute.
+ */
 function planOf(context: ExecutionContext): QuotePlan {
+  if (context.getType() === 'rpc') return FREE_PLAN;
   return quotePlan(rateLimitRequest<UserRequest>(context));
 }
 

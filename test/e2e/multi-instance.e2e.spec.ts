@@ -74,12 +74,14 @@ describe('the sample app as separate processes, on Express and on Fastify, on on
     });
     for (const platform of PLATFORMS) {
       const port = await freePort();
+      // each its own gRPC port too: the default, 50051, would serve one instance and stop the others
+      const grpcPort = await freePort();
       const child = spawn(process.execPath, [MAIN], {
         cwd: ROOT,
         // Exactness must not rest on a timeout holding on a busy machine: a generous one, and 'deny',
         // so a check that still fails is a 503 counted apart, charged nowhere (its script runs late
         // or not at all, and then does nothing), instead of a request let through uncounted.
-        env: { ...process.env, PORT: String(port), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform, STORAGE_TIMEOUT: '1000', ON_STORAGE_ERROR: 'deny' },
+        env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform, STORAGE_TIMEOUT: '1000', ON_STORAGE_ERROR: 'deny' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const instance: Instance = { platform, port, child, log: '' };
