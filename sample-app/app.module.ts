@@ -8,9 +8,11 @@ import { HealthController } from './health/health.controller.js';
 import { ItemsController } from './items/items.controller.js';
 import { MetricsController } from './metrics/metrics.controller.js';
 import { QuotaController } from './quota/quota.controller.js';
+import { PriceChangesResolver } from './quotes/price-changes.resolver.js';
+import { priceFeedTimingProvider } from './quotes/price-feed.js';
 import { QuoteResolver } from './quotes/quote.resolver.js';
 import { QuotesController } from './quotes/quotes.controller.js';
-import { QuotesGrpcController, watchPricesTimingProvider } from './quotes/quotes.grpc-controller.js';
+import { QuotesGrpcController } from './quotes/quotes.grpc-controller.js';
 import { QuotesGateway } from './quotes/quotes.gateway.js';
 import { QuotesService } from './quotes/quotes.service.js';
 import { ReportsController } from './reports/reports.controller.js';
@@ -43,12 +45,15 @@ export class AppModule implements NestModule {
       module: AppModule,
       imports: [
         RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' }, ...options.storagePolicy }),
-        // POST /graphql, schema built in memory. Express calls `context` with { req, res }, Fastify with
-        // (request, reply): either way the context keeps the response, for the rate-limit headers.
+        // POST /graphql, schema built in memory; subscriptions over graphql-ws on the same path. Express
+        // calls `context` with { req, res }, Fastify with (request, reply): either way the context keeps
+        // the response, for the rate-limit headers. graphql-ws calls it with its own context (the socket's
+        // upgrade request and connection params, under `extra`), which is kept as it is.
         GraphQLModule.forRoot<ApolloDriverConfig>({
           driver: ApolloDriver,
           autoSchemaFile: true,
-          context: (http: object, reply?: object) => (reply === undefined ? http : { req: http, reply }),
+          subscriptions: { 'graphql-ws': true },
+          context: (http: object, reply?: object) => (reply === undefined || 'extra' in http ? http : { req: http, reply }),
         }),
         // GET /health: HealthCheckService, and the HealthIndicatorService RateLimitHealthIndicator uses
         TerminusModule,
@@ -73,9 +78,10 @@ export class AppModule implements NestModule {
         UserIdKeyResolver,
         QuotesGateway,
         QuoteResolver,
+        PriceChangesResolver,
         ReportsService,
         reportDelayProvider, // how long a report takes: tests replace it
-        watchPricesTimingProvider, // how often WatchPrices sends a price: tests replace it
+        priceFeedTimingProvider, // how often WatchPrices and priceChanged send a price: tests replace it
         ...(options.telemetry ? [{ provide: SampleTelemetry, useValue: options.telemetry }] : []),
       ],
     };

@@ -3,7 +3,7 @@ import { type ExecutionContext, type INestApplication } from '@nestjs/common';
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import { Args, GqlExecutionContext, GraphQLModule, Int, Query, Resolver, Subscription } from '@nestjs/graphql';
 import { Test } from '@nestjs/testing';
-import { createClient, type Client, type ExecutionResult } from 'graphql-ws';
+import { createClient, type Client } from 'graphql-ws';
 import request from 'supertest';
 import WebSocket from 'ws';
 import { ConcurrencyLimit, RateLimit, RateLimitModule, type RateLimitModuleOptions } from '../../lib/index.js';
@@ -12,6 +12,7 @@ import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
+import { answered, refused } from '../support/graphql-ws-client.js';
 import { until } from '../support/until.js';
 
 /**
@@ -112,45 +113,6 @@ class FeedResolver {
     return open(7);
   }
 }
-
-/** What a client saw of one subscription: its events, its errors, and whether it completed. */
-interface Seen {
-  readonly events: unknown[];
-  readonly errors: { message: string; extensions?: Record<string, unknown> }[];
-  completed: boolean;
-  readonly unsubscribe: () => void;
-}
-
-function subscribe(client: Client, query: string): Seen {
-  const seen: Seen = {
-    events: [],
-    errors: [],
-    completed: false,
-    unsubscribe: client.subscribe<unknown>(
-      { query },
-      {
-        next: (result: ExecutionResult<unknown>) => {
-          if (result.errors) seen.errors.push(...(result.errors as unknown as Seen['errors']));
-          if (result.data !== undefined && result.data !== null) seen.events.push(result.data);
-        },
-        // graphql-ws's `error` message carries the operation's GraphQL errors; anything else is the socket's
-        error: (error: unknown) =>
-          Array.isArray(error) ? seen.errors.push(...(error as Seen['errors'])) : seen.errors.push({ message: String((error as Error)?.message ?? error) }),
-        complete: () => (seen.completed = true),
-      },
-    ),
-  };
-  return seen;
-}
-
-/** Subscribes and waits until the server answered: a first event, or a refusal. */
-async function answered(client: Client, query: string): Promise<Seen> {
-  const seen = subscribe(client, query);
-  await until(() => seen.events.length > 0 || seen.errors.length > 0 || seen.completed, `an answer to ${query}`);
-  return seen;
-}
-
-const refused = (seen: Seen) => seen.errors.map((error) => error.extensions?.code);
 
 let redis: TestRedis;
 beforeAll(async () => {

@@ -17,12 +17,8 @@ import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { AppModule } from '../../sample-app/app.module.js';
 import { quotesGrpcOptions, quotesProtoPath } from '../../sample-app/quotes/quotes-grpc.options.js';
-import {
-  QuotesGrpcController,
-  WATCH_PRICES_LEASE_MS,
-  WATCH_PRICES_TIMING,
-  type WatchPricesTiming,
-} from '../../sample-app/quotes/quotes.grpc-controller.js';
+import { PRICE_FEED_LEASE_MS, PRICE_FEED_TIMING, type PriceFeedTiming } from '../../sample-app/quotes/price-feed.js';
+import { QuotesGrpcController } from '../../sample-app/quotes/quotes.grpc-controller.js';
 import { QuotesService, type Quote } from '../../sample-app/quotes/quotes.service.js';
 import { expectTooManyRequests, PAID_USER, remaining } from '../support/assertions.js';
 import { ROOT } from '../support/compiled-library.js';
@@ -98,7 +94,7 @@ describe.each(HTTP_PLATFORMS)('sample app gRPC beside %s', (platform) => {
     let http: () => ReturnType<typeof request>;
     let client: QuotesClient;
     let grpcPort: number;
-    let timing: { -readonly [K in keyof WatchPricesTiming]: WatchPricesTiming[K] };
+    let timing: { -readonly [K in keyof PriceFeedTiming]: PriceFeedTiming[K] };
     const clients: QuotesClient[] = [];
     const open: Watch[] = [];
 
@@ -109,7 +105,7 @@ describe.each(HTTP_PLATFORMS)('sample app gRPC beside %s', (platform) => {
       // a price every 20 ms; read when a stream opens, so a test may shorten the lifetime
       timing = { tickMs: 20, lifetimeMs: 60_000 };
       const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock), storagePolicy: exact({}) })] })
-        .overrideProvider(WATCH_PRICES_TIMING)
+        .overrideProvider(PRICE_FEED_TIMING)
         .useValue(timing)
         .compile();
       grpcPort = await freePort();
@@ -267,7 +263,7 @@ describe("the sample app's gRPC wiring", () => {
   });
 
   it('refuses a WatchPrices lifetime its lease would not cover', () => {
-    expect(() => new QuotesGrpcController(new QuotesService(), { tickMs: 1_000, lifetimeMs: WATCH_PRICES_LEASE_MS })).toThrow('must be below its lease');
-    expect(() => new QuotesGrpcController(new QuotesService(), { tickMs: 1_000, lifetimeMs: WATCH_PRICES_LEASE_MS - 1 })).not.toThrow();
+    expect(() => new QuotesGrpcController(new QuotesService(), { tickMs: 1_000, lifetimeMs: PRICE_FEED_LEASE_MS })).toThrow('must be below its lease');
+    expect(() => new QuotesGrpcController(new QuotesService(), { tickMs: 1_000, lifetimeMs: PRICE_FEED_LEASE_MS - 1 })).not.toThrow();
   });
 });
