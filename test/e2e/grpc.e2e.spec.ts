@@ -13,7 +13,7 @@ import { GrpcMethod, GrpcStreamMethod, Transport, type MicroserviceOptions } fro
 import { Test } from '@nestjs/testing';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { from, map, Observable, toArray, type Subscriber } from 'rxjs';
+import { finalize, from, map, Observable, toArray, type Subscriber } from 'rxjs';
 import { ConcurrencyLimit, RateLimit, RateLimitModule, type RateLimitDecisionEvent, type RateLimitModuleOptions } from '../../lib/index.js';
 import { exact } from '../support/exact.js';
 import { FakeClock } from '../support/fake-clock.js';
@@ -37,6 +37,8 @@ const runs: Record<string, number> = {};
 const ran = (method: string) => (runs[method] = (runs[method] ?? 0) + 1);
 /** The open `Watch` streams by request id, for the test to end them. */
 const watching = new Map<string, Subscriber<Res>>();
+/** How many Chat streams the server has open. */
+const chats = { open: 0 };
 
 const apiKeyOf = (metadata: grpc.Metadata) => metadata.get('x-api-key')[0]?.toString();
 
@@ -94,6 +96,27 @@ class LimitedController {
       return () => watching.delete(request.id);
     });
   }
+
+  /** Echoes each message at once; ends when the client ends its side. */
+  @GrpcStreamMethod('Limited', 'Chat')
+  @ConcurrencyLimit(1)
+  chat(requests: Observable<Req>): Observable<Res> {
+    chats.open++;
+    return requests.pipe(
+      map((request, i) => ({ id: request.id, n: i + 1 })),
+      finalize(() => chats.open--),
+    );
+  }
+
+  /** Answers once the client has sent everything. */
+  @GrpcStreamMethod('Limited', 'Upload')
+  @ConcurrencyLimit(1)
+  upload(requests: Observable<Req>): Observable<Res> {
+    return requests.pipe(
+      toArray(),
+      map((all) => ({ id: 'upload', n: all.length })),
+    );
+  }
 }
 
 type LimitedClient = grpc.Client & Record<string, any>;
@@ -122,6 +145,17 @@ function readAll(call: grpc.ClientReadableStream<Res> | grpc.ClientDuplexStream<
   });
 }
 
+/** The client streams of `Upload` the test is still writing to. */
+const uploading: grpc.ClientWritableStream<Req>[] = [];
+
+function upload(client: LimitedClient, ids: string[]): Promise<Outcome<Res>> {
+  return new Promise((resolve) => {
+    const call = client.Upload((error: grpc.ServiceError | null, value: Res) => resolve(error ? { ok: false, error } : { ok: true, value }));
+    for (const id of ids) call.write({ id });
+    call.end();
+  });
+}
+
 function clientStream(client: LimitedClient, ids: string[]): Promise<Outcome<Res>> {
   return new Promise((resolve) => {
     const call = client.ClientStream((error: grpc.ServiceError | null, value: Res) => resolve(error ? { ok: false, error } : { ok: true, value }));
@@ -136,6 +170,17 @@ function bidi(client: LimitedClient, ids: string[]): Promise<Outcome<Res[]>> {
   for (const id of ids) call.write({ id });
   call.end();
   return outcome;
+}
+
+/** Opens a `Chat` and says one thing: admitted once it is echoed, or refused with its status. */
+function chat(client: LimitedClient, id: string): Promise<{ call: grpc.ClientDuplexStream<Req, Res>; admitted: boolean; ended: Promise<Outcome<Res[]>>; error?: grpc.ServiceError }> {
+  const call: grpc.ClientDuplexStream<Req, Res> = client.Chat();
+  const ended = readAll(call);
+  call.write({ id });
+  return new Promise((resolve) => {
+    call.once('data', () => resolve({ call, admitted: true, ended }));
+    call.on('error', (error: grpc.ServiceError) => resolve({ call, admitted: false, ended, error }));
+  });
 }
 
 /** Opens a `Watch` stream: admitted once its first value arrives, or refused with its status. */
@@ -223,6 +268,7 @@ describe.each(storageKinds(() => redis))('gRPC on $name storage', (target: Stora
     client = loadClient(port);
   });
   afterEach(async () => {
+    for (const call of uploading.splice(0)) call.end();
     client?.close();
     await app?.close();
   });
@@ -334,6 +380,43 @@ describe.each(storageKinds(() => redis))('gRPC on $name storage', (target: Stora
     b.call.cancel();
     c!.call.cancel();
     await until(() => watching.size === 0, 'every stream torn down');
+  });
+
+  it('@ConcurrencyLimit(1) on a bidirectional stream: held while the chat is open, back when the client ends its side or cancels', async () => {
+    const first = await chat(client, 'a');
+    expect(first.admitted).toBe(true);
+    const refused = await chat(client, 'b');
+    expect(refused).toMatchObject({ admitted: false, error: { code: grpc.status.RESOURCE_EXHAUSTED } });
+    first.call.write({ id: 'a2' }); // still open, still echoing
+    first.call.end();
+    expect(await first.ended).toEqual({ ok: true, value: [{ id: 'a', n: 1 }, { id: 'a2', n: 2 }] });
+
+    let second: Awaited<ReturnType<typeof chat>> | undefined;
+    await until(async () => (second = await chat(client, 'c')).admitted, 'a chat admitted once the first ended');
+    expect((await chat(client, 'd')).admitted).toBe(false);
+    second!.call.cancel();
+    await until(() => chats.open === 0, 'the cancelled chat torn down');
+    await until(async () => {
+      const next = await chat(client, 'e');
+      next.call.end();
+      return next.admitted;
+    }, 'a chat admitted once the second was cancelled');
+  });
+
+  it('@ConcurrencyLimit(1) on a client stream: the slot is held while the client is still sending', async () => {
+    const answer = new Promise<Outcome<Res>>((resolve) => {
+      const call = client.Upload((error: grpc.ServiceError | null, value: Res) => resolve(error ? { ok: false, error } : { ok: true, value }));
+      uploading.push(call);
+      call.write({ id: 'part-1' });
+    });
+    await until(async () => {
+      const outcome = await upload(client, ['x']);
+      return !outcome.ok && outcome.error.code === grpc.status.RESOURCE_EXHAUSTED;
+    }, 'a second upload refused while the first is open');
+    uploading[0].write({ id: 'part-2' });
+    uploading[0].end();
+    expect(await answer).toEqual({ ok: true, value: { id: 'upload', n: 2 } });
+    await until(async () => (await upload(client, ['y'])).ok, 'an upload admitted once the first ended');
   });
 
   it('@ConcurrencyLimit(2): a stream that ends by itself gives its slot back', async () => {
