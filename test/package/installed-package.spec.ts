@@ -4,10 +4,11 @@
 // started, and its rate-limited route is asked until it answers 429:
 //   - nest11-cjs: Nest 11, compiled to CommonJS as the Nest 11 CLI sets an app up; must load dist/cjs.
 //   - nest12-esm: Nest 12 (ES modules only), compiled to ES modules; must load dist/esm.
-// Needs the npm registry (through the npm cache); the repository tree is left as it was, but for
-// the package build in dist/.
+// Needs the npm registry (through the npm cache). The package is built and packed from a copy of
+// what it is made of, so the repository tree is left as it was, and a second test run or a
+// `npm run build` in the same checkout cannot pack a build another one is half-way through.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -140,9 +141,20 @@ async function stop(child: ChildProcess | undefined): Promise<void> {
   children.delete(child);
 }
 
+/** What `npm pack` builds the package from (scripts/build-package.mjs and its tsconfigs) and puts in it. */
+const PACKAGE_SOURCES = ['package.json', 'README.md', 'LICENSE', 'lib', 'scripts', 'tsconfig.json', 'tsconfig.esm.json', 'tsconfig.cjs.json'];
+
+/** A copy of the package's sources in `dir`, with the repository's node_modules (TypeScript, types) linked in. */
+async function packageSources(dir: string): Promise<string> {
+  await Promise.all(PACKAGE_SOURCES.map((entry) => cp(join(ROOT, entry), join(dir, entry), { recursive: true })));
+  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  return dir;
+}
+
 beforeAll(async () => {
   workDir = await mkdtemp(join(tmpdir(), `${PACKAGE}-package-`));
-  const [packed] = JSON.parse(await run('npm', ['pack', '--json', '--pack-destination', workDir], ROOT, PACK_TIMEOUT)) as [
+  const sources = await packageSources(join(workDir, 'package'));
+  const [packed] = JSON.parse(await run('npm', ['pack', '--json', '--pack-destination', workDir], sources, PACK_TIMEOUT)) as [
     { filename: string; files: PackedFile[] },
   ];
   tarball = join(workDir, packed.filename);
