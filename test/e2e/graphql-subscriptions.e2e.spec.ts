@@ -180,6 +180,16 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
       expect(ran).toBe(1);
     });
 
+    it('a query sent over the socket counts under the same identity, on the same budget', async () => {
+      await request(app.getHttpServer()).post('/graphql').send({ query: '{ price }' }).expect(200);
+      const client = connect();
+      expect((await answered(client, '{ price }')).events).toEqual([{ price: 42 }]);
+      expect((await answered(client, 'subscription { ticks }')).events).toEqual([{ ticks: 1 }]);
+      const fourth = await answered(client, '{ price }');
+      expect(fourth.events).toEqual([{ price: null }]);
+      expect(refused(fourth)).toEqual(['RATE_LIMITED']);
+    });
+
     it('a key read from the connection params: each API key has its own budget', async () => {
       const alice = connect({ apiKey: 'alice' });
       const bob = connect({ apiKey: 'bob' });
