@@ -6,7 +6,7 @@ import { Test } from '@nestjs/testing';
 import { createClient, type Client } from 'graphql-ws';
 import request from 'supertest';
 import WebSocket from 'ws';
-import { ConcurrencyLimit, RateLimit, RateLimitModule, type RateLimitModuleOptions } from '../../lib/index.js';
+import { ConcurrencyLimit, RateLimit, RateLimitModule, UserKeyResolver, type RateLimitModuleOptions } from '../../lib/index.js';
 import { exact } from '../support/exact.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
@@ -73,6 +73,11 @@ function open(first?: number): Channel {
   return channel;
 }
 
+/** A stand-in for authentication at connection time: the `user` param is the user's id. */
+function signIn(extra: { request: { user?: object } }, params: Readonly<Record<string, unknown>> | undefined): void {
+  if (typeof params?.user === 'string') extra.request.user = { id: params.user };
+}
+
 /** The API key a client sends in graphql-ws's connection params, read the Nest way. */
 const apiKeyOf = (context: ExecutionContext) => {
   const { req } = GqlExecutionContext.create(context).getContext<{ req: { connectionParams?: { apiKey?: string } } }>();
@@ -105,6 +110,12 @@ class FeedResolver {
   @ConcurrencyLimit(1, { leaseMs: 60 * 60_000 })
   filtered() {
     return open(1);
+  }
+
+  @Subscription(() => Int, { nullable: true, resolve: (event: number) => event })
+  @RateLimit('2/minute', { key: new UserKeyResolver() })
+  mine() {
+    return open(8);
   }
 
   @Subscription(() => Int, { nullable: true, resolve: (event: number) => event })
@@ -142,7 +153,12 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
       const moduleRef = await Test.createTestingModule({
         imports: [
           RateLimitModule.forRoot(exact(options)),
-          GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true, subscriptions: { 'graphql-ws': true } }),
+          GraphQLModule.forRoot<ApolloDriverConfig>({
+            driver: ApolloDriver,
+            autoSchemaFile: true,
+            // who the connection is, found once, where UserKeyResolver reads it: the upgrade request's `user`
+            subscriptions: { 'graphql-ws': { onConnect: (ctx) => void signIn(ctx.extra as { request: { user?: object } }, ctx.connectionParams) } },
+          }),
         ],
         providers: [FeedResolver],
       }).compile();
@@ -188,6 +204,14 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
       const fourth = await answered(client, '{ price }');
       expect(fourth.events).toEqual([{ price: null }]);
       expect(refused(fourth)).toEqual(['RATE_LIMITED']);
+    });
+
+    it('UserKeyResolver keys by the user onConnect put on the upgrade request: two users of one address count apart', async () => {
+      const alice = connect({ user: 'alice' });
+      const bob = connect({ user: 'bob' });
+      for (let i = 0; i < 2; i++) expect((await answered(alice, 'subscription { mine }')).events).toEqual([{ mine: 8 }]);
+      expect(refused(await answered(alice, 'subscription { mine }'))).toEqual(['RATE_LIMITED']);
+      expect((await answered(bob, 'subscription { mine }')).events).toEqual([{ mine: 8 }]);
     });
 
     it('a key read from the connection params: each API key has its own budget', async () => {
