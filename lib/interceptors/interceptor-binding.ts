@@ -4,10 +4,13 @@ import { CONCURRENCY_LIMIT_METADATA } from '../decorators/concurrency-limit.deco
 import { RATE_LIMIT_METADATA } from '../decorators/rate-limit.decorator.js';
 import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
 import type { RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { StreamSlotGuard } from '../guards/stream-slot.guard.js';
 import { RateLimitInterceptor } from './rate-limit.interceptor.js';
 
-/** Nest's metadata key of `@UseInterceptors()` (the same since Nest 5). */
+/** Nest's metadata keys of `@UseInterceptors()`, `@UseGuards()` and `@Sse()` (the same since Nest 5 and 7). */
 const INTERCEPTORS_METADATA = '__interceptors__';
+const GUARDS_METADATA = '__guards__';
+const SSE_METADATA = '__sse__';
 
 /**
  * Puts `interceptor` first among the interceptors of every handler that needs it: controller
@@ -16,6 +19,9 @@ const INTERCEPTORS_METADATA = '__interceptors__';
  * exempts). Nothing else gets it: a feature that is off costs no request anything. An earlier
  * app's interceptor on a shared handler (apps built from the same classes in one process) is
  * replaced; Nest reads the list when it registers the routes, so each app keeps its own.
+ *
+ * An `@Sse()` route under `@ConcurrencyLimit` also gets a StreamSlotGuard, last among its guards,
+ * which takes the slot before the stream starts.
  *
  * Throws, naming the routes, if a `@ConcurrencyLimit` applies and the storage cannot lease slots.
  */
@@ -42,6 +48,10 @@ export function bindRateLimitInterceptor(
       }
       const interceptors: unknown[] = Reflect.getMetadata(INTERCEPTORS_METADATA, handler) ?? [];
       Reflect.defineMetadata(INTERCEPTORS_METADATA, [interceptor, ...interceptors.filter((i) => !(i instanceof RateLimitInterceptor))], handler);
+      if (concurrency && Reflect.getMetadata(SSE_METADATA, handler) === true) {
+        const guards: unknown[] = Reflect.getMetadata(GUARDS_METADATA, handler) ?? [];
+        Reflect.defineMetadata(GUARDS_METADATA, [...guards.filter((g) => !(g instanceof StreamSlotGuard)), new StreamSlotGuard(interceptor)], handler);
+      }
     }
   }
   if (unsupported.length > 0) {

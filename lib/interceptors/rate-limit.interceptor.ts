@@ -32,7 +32,7 @@ import { ThrottledLogger } from '../resilience/throttled-logger.js';
 import type { RoutePlanner } from '../rules/route-planner.js';
 import { MemoryStorage } from '../storage/memory.storage.js';
 import type { RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
-import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
+import { isPromiseLike, then, type MaybePromise } from '../utils/maybe-async.js';
 
 /**
  * Lease ids, unique across every app instance sharing a storage without asking it: a random tag
@@ -41,6 +41,19 @@ import { isPromiseLike, type MaybePromise } from '../utils/maybe-async.js';
 const PROCESS_TAG = randomBytes(6).toString('base64url');
 let leasesTaken = 0;
 const nextLeaseId = () => `${PROCESS_TAG}:${(++leasesTaken).toString(36)}`;
+
+/** A slot a request runs on: how long it may be held, and its release (none where no slot was taken). */
+interface Slot {
+  readonly leaseMs: number;
+  readonly release?: () => void;
+}
+
+/** A slot taken before the handler's interceptors ran; `taken` once the interceptor runs on it. */
+interface EarlySlot {
+  readonly leaseMs: number;
+  readonly release: () => void;
+  taken: boolean;
+}
 
 /** The metadata `@Sse()` sets (`SSE_METADATA` in @nestjs/common, whose constants file is not public API). */
 const SSE_METADATA = '__sse__';
@@ -63,6 +76,8 @@ export class RateLimitInterceptor implements NestInterceptor {
   /** The `memory` failure policy's stand-in, created on the first outage that needs it. */
   private fallback?: MemoryStorage;
   private readonly sseHandlers = new WeakMap<Function, boolean>();
+  /** The slots `@Sse()` requests took while the guards ran, by request. */
+  private readonly takenEarly = new WeakMap<object, EarlySlot>();
 
   constructor(
     private readonly config: RateLimitConfig,
@@ -75,62 +90,88 @@ export class RateLimitInterceptor implements NestInterceptor {
   }
 
   intercept(context: ExecutionContext, next: CallHandler): MaybePromise<Observable<unknown>> {
-    const plan = this.planner.concurrencyFor(context);
-    if (!isPromiseLike(plan)) return plan === undefined ? this.run(context, next) : this.identify(plan, context, next);
-    return plan.then((ready) => (ready === undefined ? this.run(context, next) : this.identify(ready, context, next)));
+    if (context.getType() === 'http' && this.isSse(context.getHandler())) {
+      const early = this.takenEarly.get(context.getArgByIndex<object>(0));
+      if (early !== undefined) {
+        early.taken = true;
+        return this.run(context, next, early.leaseMs, early.release);
+      }
+    }
+    return then(this.slotFor(context), (slot) => this.run(context, next, slot?.leaseMs, slot?.release));
   }
 
-  private identify(plan: ConcurrencyPlan, context: ExecutionContext, next: CallHandler): MaybePromise<Observable<unknown>> {
+  /**
+   * For an `@Sse()` route (StreamSlotGuard): takes the slot while the guards run, and throws the
+   * refusal there. Nest commits a stream's headers a macrotask after it starts the interceptors,
+   * so a slot decided in `intercept()` by a storage that answers later (Redis) would be refused
+   * in a stream already answered 200. The interceptor then runs the handler on that slot. If it
+   * never does (the client left before the stream started), the slot goes back with the response.
+   */
+  takeSlotEarly(context: ExecutionContext): MaybePromise<boolean> {
+    return then(this.slotFor(context), (slot) => {
+      if (slot?.release === undefined) return true;
+      const early: EarlySlot = { leaseMs: slot.leaseMs, release: slot.release, taken: false };
+      this.takenEarly.set(context.getArgByIndex<object>(0), early);
+      const response = rawResponseOf(context);
+      const giveBack = () => early.taken || early.release();
+      // gone while the storage answered: its close has passed, and no stream will start
+      if (response === undefined || response.closed) giveBack();
+      else response.once('close', giveBack);
+      return true;
+    });
+  }
+
+  /** The slot the request runs on: undefined where no limit applies; throws the refusal. */
+  private slotFor(context: ExecutionContext): MaybePromise<Slot | undefined> {
+    const plan = this.planner.concurrencyFor(context);
+    if (!isPromiseLike(plan)) return plan === undefined ? undefined : this.identify(plan, context);
+    return plan.then((ready) => (ready === undefined ? undefined : this.identify(ready, context)));
+  }
+
+  private identify(plan: ConcurrencyPlan, context: ExecutionContext): MaybePromise<Slot> {
     let identity: MaybePromise<string>;
     try {
       identity = plan.identify(context);
     } catch (error) {
       return this.keyResolverFailed(plan, context, error);
     }
-    if (!isPromiseLike(identity)) return this.acquire(plan, context, next, identity);
+    if (!isPromiseLike(identity)) return this.acquire(plan, context, identity);
     return identity.then(
-      (ready) => this.acquire(plan, context, next, ready),
+      (ready) => this.acquire(plan, context, ready),
       (error: unknown) => this.keyResolverFailed(plan, context, error),
     );
   }
 
   /** One storage call; if the storage cannot answer, the route's failure policy decides. */
-  private acquire(plan: ConcurrencyPlan, context: ExecutionContext, next: CallHandler, identity: string): MaybePromise<Observable<unknown>> {
+  private acquire(plan: ConcurrencyPlan, context: ExecutionContext, identity: string): MaybePromise<Slot> {
     // a client gone while its key was resolved takes no slot
-    if (this.clientGone(context)) return this.run(context, next, plan.leaseMs);
+    if (this.clientGone(context)) return { leaseMs: plan.leaseMs };
     const key = plan.keyFor(identity);
     const leaseId = nextLeaseId();
     let answer: MaybePromise<ConcurrencyDecision>;
     try {
       answer = this.storage.acquire(key, plan.limit, plan.leaseMs, leaseId);
     } catch (error) {
-      return this.outage(plan, context, next, key, leaseId, error);
+      return this.outage(plan, context, key, leaseId, error);
     }
-    if (!isPromiseLike(answer)) return this.decide(plan, context, next, answer, this.store, key, leaseId);
+    if (!isPromiseLike(answer)) return this.decide(plan, context, answer, this.store, key, leaseId);
     return answer.then(
-      (decision) => this.decide(plan, context, next, decision, this.store, key, leaseId),
-      (error: unknown) => this.outage(plan, context, next, key, leaseId, error),
+      (decision) => this.decide(plan, context, decision, this.store, key, leaseId),
+      (error: unknown) => this.outage(plan, context, key, leaseId, error),
     );
   }
 
-  private decide(
-    plan: ConcurrencyPlan,
-    context: ExecutionContext,
-    next: CallHandler,
-    decision: ConcurrencyDecision,
-    holder: RateLimitStorage,
-    key: string,
-    leaseId: string,
-  ): Observable<unknown> {
+  private decide(plan: ConcurrencyPlan, context: ExecutionContext, decision: ConcurrencyDecision, holder: RateLimitStorage, key: string, leaseId: string): Slot {
     // concurrency limits count in ratelimit.requests under their own policy name
     if (this.metrics.enabled) this.metrics.request(decision.allowed ? 'allowed' : 'denied', plan.rule.name);
     if (!decision.allowed) throw this.refusal(context, this.exceeded(plan));
     let held = true;
-    return this.run(context, next, plan.leaseMs, () => {
+    const release = () => {
       if (!held) return;
       held = false;
       this.release(holder, key, leaseId);
-    });
+    };
+    return { leaseMs: plan.leaseMs, release };
   }
 
   /**
@@ -190,26 +231,19 @@ export class RateLimitInterceptor implements NestInterceptor {
     );
   }
 
-  private outage(
-    plan: ConcurrencyPlan,
-    context: ExecutionContext,
-    next: CallHandler,
-    key: string,
-    leaseId: string,
-    error: unknown,
-  ): Observable<unknown> {
+  private outage(plan: ConcurrencyPlan, context: ExecutionContext, key: string, leaseId: string, error: unknown): Slot {
     if (!(error instanceof StorageUnavailableError)) throw this.refusal(context, error);
     // a storage that answers after the deadline may have granted the lease: give it back
     if (error.reason === 'timeout') this.release(this.store, key, leaseId);
     const policy = plan.onStorageError;
     this.outageLog.warn(`${error.message}; applying the '${policy}' failure policy to the concurrency limit of ${plan.route}`);
-    if (policy === 'allow') return this.run(context, next, plan.leaseMs);
+    if (policy === 'allow') return { leaseMs: plan.leaseMs };
     if (policy === 'deny') {
       throw this.refusal(context, withoutStack(() => new RateLimitUnavailableException(this.storage.breaker.retryInMs || 1_000, undefined, this.config.problemDetails)));
     }
     // memory: the limit holds per instance until the storage is back
     const fallback = (this.fallback ??= new MemoryStorage());
-    return this.decide(plan, context, next, fallback.acquire(key, plan.limit, plan.leaseMs, leaseId), fallback, key, leaseId);
+    return this.decide(plan, context, fallback.acquire(key, plan.limit, plan.leaseMs, leaseId), fallback, key, leaseId);
   }
 
   private exceeded(plan: ConcurrencyPlan): RateLimitExceededException {

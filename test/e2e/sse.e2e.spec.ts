@@ -108,6 +108,21 @@ async function admittedOnceFree(port: number, path: string): Promise<{ events: E
   }
 }
 
+/** `storage`, whose concurrency answers come `ms` late: later than Nest waits before a stream's headers. */
+function answeringLate(storage: RateLimitStorage, ms: number): RateLimitStorage {
+  return new Proxy(storage, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      if (property !== 'acquire') return value.bind(target);
+      return async (...args: unknown[]) => {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        return value.apply(target, args);
+      };
+    },
+  });
+}
+
 let redis: TestRedis;
 beforeAll(async () => {
   redis = await startRedis();
@@ -117,6 +132,7 @@ afterAll(() => redis?.stop());
 describe.each(HTTP_PLATFORMS)('@Sse() on %s', (platform) => {
   describe.each(storageKinds(() => redis))('with $name storage', (target: StorageTarget) => {
     let storage: RateLimitStorage;
+    let clock: FakeClock;
     let app: INestApplication;
     let port: number;
     const opened: EventStream[] = [];
@@ -129,7 +145,8 @@ describe.each(HTTP_PLATFORMS)('@Sse() on %s', (platform) => {
     beforeEach(async () => {
       await redis.flush();
       streams.length = 0;
-      storage = target.create(new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20))); // 40 s before the minute ends
+      clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20)); // 40 s before the minute ends
+      storage = target.create(clock);
       app = await createScenarioApp([EventsController], { storage }, { platform, forceCloseConnections: true });
       await app.listen(0, '127.0.0.1');
       port = (app.getHttpServer().address() as AddressInfo).port;
@@ -188,6 +205,34 @@ describe.each(HTTP_PLATFORMS)('@Sse() on %s', (platform) => {
       const fourth = await admittedOnceFree(port, '/feed');
       opened.push(fourth.events);
       expect((await openTracked('/feed').head).status).toBe(429); // two open again: the second and the fourth
+    });
+
+    it('@ConcurrencyLimit(2): a storage that answers after Nest would start the stream still refuses with a plain 429', async () => {
+      await app.close(); // and its storage: the late one is a new one
+      storage = target.create(clock);
+      app = await createScenarioApp([EventsController], { storage: answeringLate(storage, 20) }, { platform, forceCloseConnections: true });
+      await app.listen(0, '127.0.0.1');
+      port = (app.getHttpServer().address() as AddressInfo).port;
+      opened.push((await admitted(port, '/feed')).events, (await admitted(port, '/feed')).events);
+      const third = openTracked('/feed');
+      const { status, headers } = await third.head;
+      expect(status).toBe(429);
+      expect(headers['content-type']).toContain('application/json');
+      expect(JSON.parse(await third.ended)).toMatchObject({ statusCode: 429, message: 'Rate limit exceeded' });
+      expect(streams).toHaveLength(2);
+    });
+
+    it('@ConcurrencyLimit(2): a client gone before its stream started gives back the slot taken for it', async () => {
+      await app.close(); // and its storage: the late one is a new one
+      storage = target.create(clock);
+      app = await createScenarioApp([EventsController], { storage: answeringLate(storage, 20) }, { platform, forceCloseConnections: true });
+      await app.listen(0, '127.0.0.1');
+      port = (app.getHttpServer().address() as AddressInfo).port;
+      const gone = open(port, '/feed');
+      await new Promise((resolve) => setTimeout(resolve, 5)); // the request is in, its slot not yet answered
+      gone.close();
+      opened.push((await admittedOnceFree(port, '/feed')).events, (await admittedOnceFree(port, '/feed')).events);
+      expect((await openTracked('/feed').head).status).toBe(429);
     });
 
     it('@ConcurrencyLimit(2): a stream the server completes gives its slot back', async () => {
