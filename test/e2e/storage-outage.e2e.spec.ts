@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { Controller, Get, type INestApplication } from '@nestjs/common';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { RateLimit, type StorageErrorPolicy } from '../../lib/index.js';
 import { startLoad, sleep, type Sample } from '../support/load.js';
 import { startPrivateRedis, type ControllableRedis } from '../support/redis-server.js';
@@ -112,6 +113,9 @@ describe.each(HTTP_PLATFORMS)('a Redis outage under load, on %s', (platform) => 
     ] satisfies [StorageErrorPolicy, number[]][]).filter(([policy]) => runs(policy)),
   )("'%s': answers within the timeout, with no 5xx but its own, and recovers", async (policy, allowedStatuses) => {
     const base = await serve(policy);
+    // how late this process ran its callbacks meanwhile: a request is answered no sooner
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const load = startLoad(base, ['/open'], 8);
     await sleep(300);
     await redis.kill();
@@ -127,14 +131,17 @@ describe.each(HTTP_PLATFORMS)('a Redis outage under load, on %s', (platform) => 
     await redis.restart();
     const recovery = await timeUntilRedisDecides(redis, base);
     const samples: Sample[] = await load.stop();
+    loop.disable();
+    const lagMs = loop.percentile(99) / 1e6;
 
     expect(samples.length).toBeGreaterThan(100);
     const statuses = new Set(samples.map((s) => s.status));
     expect([...statuses].filter((s) => !allowedStatuses.includes(s))).toEqual([]);
-    // Nearly every request is answered within the timeout; none waits past the storage's hard
-    // cap (1 s), which a request may reach only when this process itself was starved of CPU.
+    // Nearly every request is answered within the timeout, give or take how late this process
+    // itself ran (a starved process answers late whatever waits on what); none waits past the
+    // storage's hard cap (1 s), which a request may reach only when this process was starved of CPU.
     const times = samples.map((s) => s.ms).sort((a, b) => a - b);
-    expect(times[Math.floor(times.length * 0.99)]).toBeLessThanOrEqual(TIMEOUT + MARGIN);
+    expect(times[Math.floor(times.length * 0.99)]).toBeLessThanOrEqual(TIMEOUT + MARGIN + lagMs);
     expect(times[times.length - 1]).toBeLessThanOrEqual(1_000 + MARGIN);
     // the outage was really felt: requests kept flowing while Redis was gone
     expect(samples.filter((s) => s.sentAt > outageStart && s.sentAt < outageStart + 1_000).length).toBeGreaterThan(20);
