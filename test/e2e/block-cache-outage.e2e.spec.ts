@@ -44,8 +44,15 @@ describe.each(HTTP_PLATFORMS)('the block cache while Redis is down, on %s', (pla
     }, { platform });
     const http = request(app.getHttpServer());
     const as = (client: string, path: string) => http.get(path).set('x-client', client);
-    for (let i = 0; i < 3; i++) await as('flooder', '/allow').expect(200);
-    expect((await as('flooder', '/allow').expect(429)).headers['retry-after']).toBe('40');
+    // over its limit, as Redis says: a check that missed the 50 ms timeout on a busy machine was
+    // let through under 'allow' and charged nothing (its script ran too late to act), so send again
+    let denied: request.Response | undefined;
+    for (let sent = 0; sent < 10 && denied === undefined; sent++) {
+      const response = await as('flooder', '/allow');
+      if (response.status === 429) denied = response;
+      else expect(response.status).toBe(200);
+    }
+    expect(denied?.headers['retry-after']).toBe('40');
 
     await redis.kill();
     // Under 'deny', Retry-After tells the breaker's state: 1 s while closed, its cool-down once open.

@@ -101,7 +101,8 @@ describe('RateLimitHealthIndicator', () => {
       const { indicator } = await serve({ storage: { type: 'memory' } });
       const result = await indicator.isHealthy();
       expect(result).toEqual({ ratelimit: { status: 'up', storage: 'memory', latencyMs: expect.any(Number), circuit: 'closed' } });
-      expect(result.ratelimit.latencyMs).toBeLessThan(5);
+      // memory answers at once; a busy machine may still deschedule the process for a slice
+      expect(result.ratelimit.latencyMs).toBeLessThan(100);
       // under the key it is given
       expect(await indicator.isHealthy('limiter')).toEqual({ limiter: expect.objectContaining({ status: 'up', storage: 'memory' }) });
     });

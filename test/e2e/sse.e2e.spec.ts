@@ -78,13 +78,22 @@ function open(port: number, path: string): EventStream {
   };
 }
 
+/**
+ * The stream opened since `streams` had `before` of them that Nest listens to. Not simply the
+ * next one: the handler of a client that hung up may run too, and its stream is torn down.
+ */
+async function subscribedSince(before: number, path: string): Promise<Subject<MessageEvent>> {
+  let subject: Subject<MessageEvent> | undefined;
+  await until(() => (subject = streams.slice(before).find((stream) => stream.observed)) !== undefined, `the stream of ${path} subscribed`);
+  return subject!;
+}
+
 /** Opens a stream the handler admitted and waits until Nest listens to it (a Subject keeps nothing sent before). */
 async function admitted(port: number, path: string): Promise<{ events: EventStream; subject: Subject<MessageEvent> }> {
   const before = streams.length;
   const events = open(port, path);
   expect((await events.head).status).toBe(200);
-  await until(() => streams.length > before && streams[before].observed, `the stream of ${path} subscribed`);
-  return { events, subject: streams[before] };
+  return { events, subject: await subscribedSince(before, path) };
 }
 
 /**
@@ -97,10 +106,7 @@ async function admittedOnceFree(port: number, path: string): Promise<{ events: E
     const before = streams.length;
     const events = open(port, path);
     const { status } = await events.head;
-    if (status === 200) {
-      await until(() => streams.length > before && streams[before].observed, `the stream of ${path} subscribed`);
-      return { events, subject: streams[before] };
-    }
+    if (status === 200) return { events, subject: await subscribedSince(before, path) };
     expect(status).toBe(429);
     events.close();
     if (++refusals > 200) throw new Error(`${path} still refused after ${refusals} attempts`);
