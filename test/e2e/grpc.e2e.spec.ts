@@ -17,7 +17,7 @@ import { finalize, from, map, Observable, toArray, type Subscriber } from 'rxjs'
 import { ConcurrencyLimit, RateLimit, RateLimitModule, type RateLimitDecisionEvent, type RateLimitModuleOptions } from '../../lib/index.js';
 import { exact } from '../support/exact.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { freePort, startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
+import { onFreePort, startPrivateRedis, startRedis, type ControllableRedis, type TestRedis } from '../support/redis-server.js';
 import { storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
 import { until } from '../support/until.js';
@@ -242,7 +242,12 @@ async function startService(options: RateLimitModuleOptions, port: number): Prom
     options: { package: 'limited', protoPath: PROTO, url: `127.0.0.1:${port}`, loader: { keepCase: true, defaults: true } },
     logger: false,
   });
-  await app.listen();
+  try {
+    await app.listen();
+  } catch (error) {
+    await app.close(); // a port taken since freePort found it: onFreePort tries another
+    throw error;
+  }
   return app;
 }
 
@@ -263,8 +268,8 @@ describe.each(storageKinds(() => redis))('gRPC on $name storage', (target: Stora
     await redis.flush();
     for (const method of Object.keys(runs)) delete runs[method];
     decisions.length = 0;
-    const port = await freePort();
-    app = await startService({ storage: target.create(new FakeClock()), onDecision: (event) => decisions.push(event) }, port);
+    let port = 0;
+    app = await onFreePort((free) => startService({ storage: target.create(new FakeClock()), onDecision: (event) => decisions.push(event) }, (port = free)));
     client = loadClient(port);
   });
   afterEach(async () => {
@@ -443,8 +448,8 @@ describe('gRPC with the storage down', () => {
   let client: LimitedClient;
   beforeAll(async () => {
     outage = await startPrivateRedis();
-    const port = await freePort();
-    app = await startService({ storage: { type: 'redis', url: outage.url }, storageTimeout: 50 }, port);
+    let port = 0;
+    app = await onFreePort((free) => startService({ storage: { type: 'redis', url: outage.url }, storageTimeout: 50 }, (port = free)));
     client = loadClient(port);
     jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined); // the outage warnings
   });

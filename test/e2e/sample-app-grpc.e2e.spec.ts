@@ -24,7 +24,7 @@ import { expectTooManyRequests, PAID_USER, remaining } from '../support/assertio
 import { ROOT } from '../support/compiled-library.js';
 import { exact } from '../support/exact.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { freePort, startRedis, type TestRedis } from '../support/redis-server.js';
+import { onFreePort, startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import { until } from '../support/until.js';
 
@@ -104,18 +104,26 @@ describe.each(HTTP_PLATFORMS)('sample app gRPC beside %s', (platform) => {
       const clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20));
       // a price every 20 ms; read when a stream opens, so a test may shorten the lifetime
       timing = { tickMs: 20, lifetimeMs: 60_000 };
-      const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock), storagePolicy: exact({}) })] })
-        .overrideProvider(PRICE_FEED_TIMING)
-        .useValue(timing)
-        .compile();
-      grpcPort = await freePort();
-      app = await createHttpApp(moduleRef, {
-        platform,
-        forceCloseConnections: true,
-        // as main.ts connects it, on loopback
-        beforeInit: (created) => void created.connectMicroservice<MicroserviceOptions>(quotesGrpcOptions(grpcPort, '127.0.0.1'), { inheritAppConfig: true }),
+      app = await onFreePort(async (port) => {
+        const moduleRef = await Test.createTestingModule({ imports: [AppModule.register({ storage: create(clock), storagePolicy: exact({}) })] })
+          .overrideProvider(PRICE_FEED_TIMING)
+          .useValue(timing)
+          .compile();
+        const created = await createHttpApp(moduleRef, {
+          platform,
+          forceCloseConnections: true,
+          // as main.ts connects it, on loopback
+          beforeInit: (built) => void built.connectMicroservice<MicroserviceOptions>(quotesGrpcOptions(port, '127.0.0.1'), { inheritAppConfig: true }),
+        });
+        try {
+          await created.startAllMicroservices();
+        } catch (error) {
+          await created.close(); // a port taken since freePort found it: onFreePort tries another
+          throw error;
+        }
+        grpcPort = port;
+        return created;
       });
-      await app.startAllMicroservices();
       await app.listen(0, '127.0.0.1');
       const httpUrl = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
       http = () => request(httpUrl);

@@ -320,6 +320,22 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `start(port)` on a port freePort found, and again on another while the port turns out taken:
+ * freePort only knows it was free a moment ago, and another process on a busy machine may bind
+ * it first. `start` must leave nothing behind when it fails.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await start(port);
+    } catch (error) {
+      if (attempt >= attempts || !/EADDRINUSE/.test(String((error as Error)?.message ?? error))) throw error;
+    }
+  }
+}
+
 async function waitForPing(port: number, server: ChildProcess): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
