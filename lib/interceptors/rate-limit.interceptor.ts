@@ -49,9 +49,7 @@ interface Slot {
 }
 
 /** A slot taken before the handler's interceptors ran; `taken` once the interceptor runs on it. */
-interface EarlySlot {
-  readonly leaseMs: number;
-  readonly release: () => void;
+interface EarlySlot extends Slot {
   taken: boolean;
 }
 
@@ -63,7 +61,8 @@ const SSE_METADATA = '__sse__';
  * and to no others, so routes without them pay nothing. On every transport, the end of a
  * request is the end of its handler's work (see followHandler), not its client hanging up:
  * - `@ConcurrencyLimit`: takes a slot before the handler runs (interceptors run after every
- *   guard, so a request any guard refused holds none) and gives it back exactly once, when the
+ *   guard, so a request any guard refused holds none; an `@Sse()` route's is taken by its last
+ *   guard, StreamSlotGuard) and gives it back exactly once, when the
  *   handler's work has ended (at the latest `leaseMs` after its client left, for a handler that
  *   never ends);
  * - it reports how the handler ended (`settleOutcome`), which `@RateLimit`'s `count` needs.
@@ -109,11 +108,13 @@ export class RateLimitInterceptor implements NestInterceptor {
    */
   takeSlotEarly(context: ExecutionContext): MaybePromise<boolean> {
     return then(this.slotFor(context), (slot) => {
-      if (slot?.release === undefined) return true;
+      if (slot === undefined) return true;
+      // kept even without a release (an outage let it through): the interceptor must not ask again
       const early: EarlySlot = { leaseMs: slot.leaseMs, release: slot.release, taken: false };
       this.takenEarly.set(context.getArgByIndex<object>(0), early);
+      if (early.release === undefined) return true;
       const response = rawResponseOf(context);
-      const giveBack = () => early.taken || early.release();
+      const giveBack = () => early.taken || early.release!();
       // gone while the storage answered: its close has passed, and no stream will start
       if (response === undefined || response.closed) giveBack();
       else response.once('close', giveBack);
