@@ -54,7 +54,7 @@ interface EarlySlot extends Slot {
 }
 
 /** The metadata `@Sse()` sets (`SSE_METADATA` in @nestjs/common, whose constants file is not public API). */
-const SSE_METADATA = '__sse__';
+export const SSE_METADATA = '__sse__';
 
 /**
  * What the module binds to the handlers that need to see a request end (TransportEnhancers),
@@ -96,7 +96,9 @@ export class RateLimitInterceptor implements NestInterceptor {
         return this.run(context, next, early.leaseMs, early.release);
       }
     }
-    return then(this.slotFor(context), (slot) => this.run(context, next, slot?.leaseMs, slot?.release));
+    const slot = this.slotFor(context);
+    if (!isPromiseLike(slot)) return this.run(context, next, slot?.leaseMs, slot?.release);
+    return slot.then((ready) => this.run(context, next, ready?.leaseMs, ready?.release));
   }
 
   /**
