@@ -4,7 +4,7 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { DeniedEvents } from './denied-events.js';
 import { RateLimitExceptionFilter } from '../filters/rate-limit-exception.filter.js';
 import { RateLimitGuard } from '../guards/rate-limit.guard.js';
-import { bindRateLimitInterceptor } from '../interceptors/interceptor-binding.js';
+import { bindRateLimitInterceptor, GUARDS_METADATA } from '../interceptors/interceptor-binding.js';
 import { RateLimitInterceptor } from '../interceptors/rate-limit.interceptor.js';
 import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
 import { RoutePlanner } from '../rules/route-planner.js';
@@ -13,7 +13,6 @@ import { RATE_LIMIT_STORAGE, type RateLimitStorage } from '../storage/rate-limit
 /** Nest's metadata keys (the same since Nest 5). */
 const GATEWAY_METADATA = 'websockets:is_gateway'; // @WebSocketGateway()
 const PATTERN_METADATA = 'microservices:pattern'; // @MessagePattern(), @EventPattern()
-const GUARDS_METADATA = '__guards__'; // @UseGuards()
 const EXCEPTION_FILTERS_METADATA = '__exceptionFilters__'; // @UseFilters()
 
 /**

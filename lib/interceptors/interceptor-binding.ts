@@ -5,12 +5,11 @@ import { RATE_LIMIT_METADATA } from '../decorators/rate-limit.decorator.js';
 import { SKIP_RATE_LIMIT_METADATA } from '../decorators/skip-rate-limit.decorator.js';
 import type { RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 import { StreamSlotGuard } from '../guards/stream-slot.guard.js';
-import { RateLimitInterceptor } from './rate-limit.interceptor.js';
+import { RateLimitInterceptor, SSE_METADATA } from './rate-limit.interceptor.js';
 
-/** Nest's metadata keys of `@UseInterceptors()`, `@UseGuards()` and `@Sse()` (the same since Nest 5 and 7). */
+/** Nest's metadata keys of `@UseInterceptors()` and `@UseGuards()` (the same since Nest 5). */
 const INTERCEPTORS_METADATA = '__interceptors__';
-const GUARDS_METADATA = '__guards__';
-const SSE_METADATA = '__sse__';
+export const GUARDS_METADATA = '__guards__';
 
 /**
  * Puts `interceptor` first among the interceptors of every handler that needs it: controller
