@@ -206,20 +206,16 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
       expect(refused(fourth)).toEqual(['RATE_LIMITED']);
     });
 
-    it('UserKeyResolver keys by the user onConnect put on the upgrade request: two users of one address count apart', async () => {
-      const alice = connect({ user: 'alice' });
-      const bob = connect({ user: 'bob' });
-      for (let i = 0; i < 2; i++) expect((await answered(alice, 'subscription { mine }')).events).toEqual([{ mine: 8 }]);
-      expect(refused(await answered(alice, 'subscription { mine }'))).toEqual(['RATE_LIMITED']);
-      expect((await answered(bob, 'subscription { mine }')).events).toEqual([{ mine: 8 }]);
-    });
-
-    it('a key read from the connection params: each API key has its own budget', async () => {
-      const alice = connect({ apiKey: 'alice' });
-      const bob = connect({ apiKey: 'bob' });
-      for (let i = 0; i < 2; i++) expect((await answered(alice, 'subscription { keyed }')).events).toEqual([{ keyed: 7 }]);
-      expect(refused(await answered(alice, 'subscription { keyed }'))).toEqual(['RATE_LIMITED']);
-      expect((await answered(bob, 'subscription { keyed }')).events).toEqual([{ keyed: 7 }]);
+    it.each([
+      ['UserKeyResolver keys by the user onConnect put on the upgrade request', 'user', 'mine', 8],
+      ['a key read from the connection params', 'apiKey', 'keyed', 7],
+    ])('%s: two clients of one address count apart', async (_title, param, field, event) => {
+      const alice = connect({ [param]: 'alice' });
+      const bob = connect({ [param]: 'bob' });
+      const query = `subscription { ${field} }`;
+      for (let i = 0; i < 2; i++) expect((await answered(alice, query)).events).toEqual([{ [field]: event }]);
+      expect(refused(await answered(alice, query))).toEqual(['RATE_LIMITED']);
+      expect((await answered(bob, query)).events).toEqual([{ [field]: event }]);
     });
 
     it('@ConcurrencyLimit(2): a third open subscription is refused; events still flow to the two held', async () => {

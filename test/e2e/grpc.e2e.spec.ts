@@ -192,6 +192,13 @@ function watch(client: LimitedClient, id: string): Promise<{ call: grpc.ClientRe
   });
 }
 
+/** Opens `Watch` streams until one is admitted: a slot comes back one storage call after its stream's teardown. */
+async function watchOnceFree(client: LimitedClient, id: string, what: string): Promise<Awaited<ReturnType<typeof watch>>> {
+  let admitted: Awaited<ReturnType<typeof watch>> | undefined;
+  await until(async () => (admitted = await watch(client, id)).admitted, what);
+  return admitted!;
+}
+
 /** A minimal protobuf reader: the fields of one message, by number (varints as numbers, the rest as bytes). */
 function fields(bytes: Buffer): Map<number, (number | Buffer)[]> {
   const out = new Map<number, (number | Buffer)[]>();
@@ -359,14 +366,10 @@ describe.each(storageKinds(() => redis))('gRPC on $name storage', (target: Stora
     a.call.cancel();
     await until(() => !watching.has('a'), 'the server to tear the cancelled stream down');
     // the release is one more storage call after the teardown
-    let d: Awaited<ReturnType<typeof watch>> | undefined;
-    await until(async () => {
-      d = await watch(client, 'd');
-      return d.admitted;
-    }, 'a third stream admitted once one was cancelled');
+    const d = await watchOnceFree(client, 'd', 'a third stream admitted once one was cancelled');
     expect([...watching.keys()].sort()).toEqual(['b', 'd']);
     b.call.cancel();
-    d!.call.cancel();
+    d.call.cancel();
     await until(() => watching.size === 0, 'every stream torn down');
   });
 
@@ -377,13 +380,9 @@ describe.each(storageKinds(() => redis))('gRPC on $name storage', (target: Stora
     const b = await watch(client, 'b');
     expect((await watch(client, 'c')).admitted).toBe(false);
     quiet.cancel();
-    let c: Awaited<ReturnType<typeof watch>> | undefined;
-    await until(async () => {
-      c = await watch(client, 'c');
-      return c.admitted;
-    }, 'a stream admitted once the quiet one was cancelled');
+    const c = await watchOnceFree(client, 'c', 'a stream admitted once the quiet one was cancelled');
     b.call.cancel();
-    c!.call.cancel();
+    c.call.cancel();
     await until(() => watching.size === 0, 'every stream torn down');
   });
 
@@ -431,13 +430,9 @@ describe.each(storageKinds(() => redis))('gRPC on $name storage', (target: Stora
     const ended = readAll(a.call);
     watching.get('a')!.complete();
     expect((await ended).ok).toBe(true);
-    let c: Awaited<ReturnType<typeof watch>> | undefined;
-    await until(async () => {
-      c = await watch(client, 'c');
-      return c.admitted;
-    }, 'a stream admitted once one ended');
+    const c = await watchOnceFree(client, 'c', 'a stream admitted once one ended');
     b.call.cancel();
-    c!.call.cancel();
+    c.call.cancel();
     await until(() => watching.size === 0, 'every stream torn down');
   });
 });
