@@ -12,7 +12,8 @@ import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createHttpApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
-import { answered, refused } from '../support/graphql-ws-client.js';
+import { answered, refused, subscribe } from '../support/graphql-ws-client.js';
+import { answeringLate } from '../support/late-storage.js';
 import { until } from '../support/until.js';
 
 /**
@@ -137,6 +138,8 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
   describe.each(storageKinds(() => redis))('with $name storage', (target: StorageTarget) => {
     let app: INestApplication;
     let url: string;
+    /** How late the storage answers a slot: a test sets it to leave a client time to hang up. */
+    let lateMs = 0;
     const clients: Client[] = [];
     const connect = (connectionParams?: Record<string, unknown>) => {
       const client = createClient({ url, webSocketImpl: WebSocket, connectionParams, retryAttempts: 0, lazy: true });
@@ -149,7 +152,8 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
       channels.length = 0;
       ran = 0;
       const clock = new FakeClock(Date.UTC(2030, 0, 1, 9, 30, 20)); // 40 s before the minute ends
-      const options: RateLimitModuleOptions = { storage: target.create(clock) };
+      lateMs = 0;
+      const options: RateLimitModuleOptions = { storage: answeringLate(target.create(clock), () => lateMs) };
       const moduleRef = await Test.createTestingModule({
         imports: [
           RateLimitModule.forRoot(exact(options)),
@@ -254,6 +258,22 @@ describe.each(HTTP_PLATFORMS)('GraphQL subscriptions over graphql-ws on %s', (pl
       first.unsubscribe();
       await until(() => channels[0].returned, 'the server to stop the first stream');
       expect((await answered(client, 'subscription { filtered }')).events).toEqual([{ filtered: 1 }]);
+    });
+
+    it('@ConcurrencyLimit(2): a client that hangs up while its slot is being decided gets no resolver run, and holds no slot', async () => {
+      lateMs = 100;
+      const gone = connect();
+      const attempt = subscribe(gone, 'subscription { held(id: "gone") }');
+      await new Promise((resolve) => setTimeout(resolve, 20)); // its subscribe is in, its slot not yet answered
+      await gone.dispose();
+      await new Promise((resolve) => setTimeout(resolve, 150)); // the slot's answer came, to a closed socket
+      lateMs = 0;
+      expect(attempt.events).toEqual([]);
+      expect(ran).toBe(0);
+      const client = connect();
+      for (const id of ['a', 'b']) expect((await answered(client, `subscription { held(id: "${id}") }`)).events).toEqual([{ held: 1 }]);
+      expect(refused(await answered(client, 'subscription { held(id: "c") }'))).toEqual(['RATE_LIMITED']);
+      expect(ran).toBe(2);
     });
 
     it('@ConcurrencyLimit(2): the slot comes back when the server completes the stream', async () => {

@@ -9,6 +9,7 @@ import { FakeClock } from '../support/fake-clock.js';
 import { startRedis, type TestRedis } from '../support/redis-server.js';
 import { createScenarioApp, HTTP_PLATFORMS, storageKinds } from '../support/scenario-app.js';
 import type { StorageTarget } from '../support/storage-targets.js';
+import { answeringLate } from '../support/late-storage.js';
 import { until } from '../support/until.js';
 
 /**
@@ -114,21 +115,6 @@ async function admittedOnceFree(port: number, path: string): Promise<{ events: E
   }
 }
 
-/** `storage`, whose concurrency answers come `ms` late: later than Nest waits before a stream's headers. */
-function answeringLate(storage: RateLimitStorage, ms: number): RateLimitStorage {
-  return new Proxy(storage, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property, target);
-      if (typeof value !== 'function') return value;
-      if (property !== 'acquire') return value.bind(target);
-      return async (...args: unknown[]) => {
-        await new Promise((resolve) => setTimeout(resolve, ms));
-        return value.apply(target, args);
-      };
-    },
-  });
-}
-
 let redis: TestRedis;
 beforeAll(async () => {
   redis = await startRedis();
@@ -216,7 +202,7 @@ describe.each(HTTP_PLATFORMS)('@Sse() on %s', (platform) => {
     it('@ConcurrencyLimit(2): a storage that answers after Nest would start the stream still refuses with a plain 429', async () => {
       await app.close(); // and its storage: the late one is a new one
       storage = target.create(clock);
-      app = await createScenarioApp([EventsController], { storage: answeringLate(storage, 20) }, { platform, forceCloseConnections: true });
+      app = await createScenarioApp([EventsController], { storage: answeringLate(storage, () => 20) }, { platform, forceCloseConnections: true });
       await app.listen(0, '127.0.0.1');
       port = (app.getHttpServer().address() as AddressInfo).port;
       opened.push((await admitted(port, '/feed')).events, (await admitted(port, '/feed')).events);
@@ -231,7 +217,7 @@ describe.each(HTTP_PLATFORMS)('@Sse() on %s', (platform) => {
     it('@ConcurrencyLimit(2): a client gone before its stream started gives back the slot taken for it', async () => {
       await app.close(); // and its storage: the late one is a new one
       storage = target.create(clock);
-      app = await createScenarioApp([EventsController], { storage: answeringLate(storage, 20) }, { platform, forceCloseConnections: true });
+      app = await createScenarioApp([EventsController], { storage: answeringLate(storage, () => 20) }, { platform, forceCloseConnections: true });
       await app.listen(0, '127.0.0.1');
       port = (app.getHttpServer().address() as AddressInfo).port;
       const gone = open(port, '/feed');
