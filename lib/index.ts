@@ -6,6 +6,8 @@ export type {
   StorageErrorPolicy,
   RateLimitMode,
   RmqDeniedEvents,
+  RateLimitAdvisorOptions,
+  RateLimitDashboardOptions,
 } from './rate-limit.options.js';
 export { RATE_LIMIT_MODULE_OPTIONS } from './rate-limit.module-definition.js';
 export { RATE_LIMIT_CONFIG, type RateLimitConfig } from './rate-limit.config.js';
@@ -82,3 +84,18 @@ export { RedisStorage, type RedisStorageOptions } from './storage/redis.storage.
 
 export type { AlgorithmName } from './algorithms/algorithm.interface.js';
 export type { RateLimitHeaderMode } from './headers/rate-limit-headers.js';
+export { LimitAdvisor } from './advisor/limit-advisor.js';
+export type {
+  AdvisorReport,
+  AdvisorPolicyReport,
+  AdvisorCandidate,
+  AdvisorSuggestion,
+  AdvisorTopIdentity,
+  AdvisorTimelinePoint,
+  AdvisorDistributionPoint,
+  AdvisorEstimateKind,
+  ShareRange,
+} from './advisor/advisor-report.js';
+export type { AdvisorQuery } from './advisor/policy-report.js';
+export { readSharedReport, type SharedReportOptions } from './advisor/shared-report.js';
+export { InvalidAdvisorQueryError } from './advisor/advisor-query.js';

@@ -6,6 +6,7 @@ import { HEADER_MODES, type RateLimitHeaderMode } from './headers/rate-limit-hea
 import type { RateLimitKey } from './keys/rate-limit-key-resolver.interface.js';
 import type { CircuitBreakerOptions } from './resilience/circuit-breaker.js';
 import type { RateLimitMode, RateLimitModuleOptions, RmqDeniedEvents, StorageErrorPolicy } from './rate-limit.options.js';
+import { resolveAdvisorConfig, type AdvisorConfig } from './advisor/advisor-config.js';
 import type { RateLimitDecisionEvent } from './observability/rate-limit-decision-event.js';
 import { parseRate, type ParsedRate } from './rules/parse-rate.js';
 
@@ -28,6 +29,8 @@ export interface RateLimitConfig {
   readonly onDecision?: (event: RateLimitDecisionEvent) => void;
   readonly problemDetails: boolean;
   readonly rmqDeniedEvents: RmqDeniedEvents;
+  /** The limit advisor's settings; undefined when it is off. */
+  readonly advisor?: AdvisorConfig;
 }
 
 export const RATE_LIMIT_MODES: readonly RateLimitMode[] = ['enforce', 'shadow'];
@@ -90,5 +93,6 @@ export function resolveConfig(options: RateLimitModuleOptions = {}): RateLimitCo
     onDecision: options.onDecision,
     problemDetails: options.problemDetails === true,
     rmqDeniedEvents,
+    advisor: resolveAdvisorConfig(options),
   };
 }

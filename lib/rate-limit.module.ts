@@ -20,7 +20,10 @@ import {
   RATE_LIMIT_MODULE_OPTIONS,
   RATE_LIMIT_OPTIONS_TYPE,
 } from './rate-limit.module-definition.js';
-import type { RateLimitModuleOptions } from './rate-limit.options.js';
+import type { RateLimitDashboardOptions, RateLimitModuleOptions } from './rate-limit.options.js';
+import { resolveDashboard } from './advisor/advisor-config.js';
+import { dashboardController } from './advisor/dashboard.controller.js';
+import { LimitAdvisor } from './advisor/limit-advisor.js';
 import { RoutePlanner } from './rules/route-planner.js';
 import { createRateLimitMetrics, RATE_LIMIT_METRICS, type RateLimitMetrics } from './observability/rate-limit-metrics.js';
 import { RateLimitService } from './service/rate-limit.service.js';
@@ -44,6 +47,7 @@ const PROVIDERS: Provider[] = [
   { provide: APP_FILTER, useClass: RateLimitExceptionFilter },
   TransportEnhancers, // the guard and filter where Nest applies no app-wide ones: gateways, hybrid microservices
   RateLimitHealthIndicator, // loads @nestjs/terminus (an optional peer) only when a health check runs
+  LimitAdvisor, // inert unless the `advisor` option is on
 ];
 
 /**
@@ -72,21 +76,25 @@ export class RateLimitModule extends ConfigurableRateLimitModule implements OnMo
 
   static forRoot(options: typeof RATE_LIMIT_OPTIONS_TYPE = {}): DynamicModule {
     resolveConfig(options); // a bad rate string or option fails here, where the app is composed
-    return withProviders(super.forRoot(options));
+    return withProviders(super.forRoot(options), options.dashboard);
   }
 
-  static forRootAsync(options: typeof RATE_LIMIT_ASYNC_OPTIONS_TYPE): DynamicModule {
-    return withProviders(super.forRootAsync(options));
+  /** `dashboard` goes here, beside the factory, since it adds a route: routes are known before factories run. */
+  static forRootAsync(options: typeof RATE_LIMIT_ASYNC_OPTIONS_TYPE & { dashboard?: RateLimitDashboardOptions }): DynamicModule {
+    const { dashboard, ...async } = options;
+    return withProviders(super.forRootAsync(async), dashboard);
   }
 }
 
-function withProviders(module: DynamicModule): DynamicModule {
+function withProviders(module: DynamicModule, dashboard?: RateLimitDashboardOptions): DynamicModule {
+  const page = dashboard === undefined ? undefined : resolveDashboard(dashboard);
   return {
     ...module,
+    controllers: [...(module.controllers ?? []), ...(page ? [dashboardController(page.path, dashboard!.guard)] : [])],
     global: true,
     // the route planner walks the app's routes at start-up
     imports: [...(module.imports ?? []), DiscoveryModule],
     providers: [...(module.providers ?? []), ...PROVIDERS],
-    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG, RateLimitService, RateLimitHealthIndicator],
+    exports: [...(module.exports ?? []), RATE_LIMIT_STORAGE, RATE_LIMIT_CONFIG, RateLimitService, RateLimitHealthIndicator, LimitAdvisor],
   };
 }

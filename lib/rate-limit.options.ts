@@ -1,4 +1,4 @@
-import type { ExecutionContext } from '@nestjs/common';
+import type { CanActivate, ExecutionContext, Type } from '@nestjs/common';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { AlgorithmName } from './algorithms/algorithm.interface.js';
 import type { RateLimitContextAdapter } from './contexts/rate-limit-context-adapter.interface.js';
@@ -32,6 +32,30 @@ export type RateLimitMode = 'enforce' | 'shadow';
 
 /** What to do when the storage fails or times out. */
 export type StorageErrorPolicy = 'allow' | 'deny' | 'memory';
+
+/** The limit advisor: what any candidate limit would do to the traffic seen (docs/choosing-limits.md). */
+export interface RateLimitAdvisorOptions {
+  /**
+   * Show identities as keyed hashes (HMAC-SHA256) in reports, the dashboard and the CLI: `true`
+   * (a random key per process) or `{ secret }`, which instances sharing Redis must share so
+   * their hashes agree. For identities that are personal data or secrets (user IDs, emails, API keys).
+   */
+  redactIdentities?: boolean | { secret: string };
+  /** Identities each policy's heavy-hitters sketch follows (Space-Saving's k). Default 128: every client above 1/128 of the traffic. */
+  trackedIdentities?: number;
+  /** How often an instance adds what it saw to Redis, in ms (Redis storage only). Default 5,000. */
+  flushInterval?: number;
+  /** Milliseconds since the epoch that reports end at: the storage's injected clock in tests. Default `Date.now`. */
+  clock?: () => number;
+}
+
+/** The advisor's dashboard page, served by an opt-in controller. */
+export interface RateLimitDashboardOptions {
+  /** Where the page is served, e.g. `admin/rate-limits`; its report at `<path>/report.json`. */
+  path: string;
+  /** Who may see it: a guard class the app provides (resolved like `@UseGuards`). Required. */
+  guard: Type<CanActivate>;
+}
 
 export interface RateLimitModuleOptions {
   /** Default `{ type: 'memory' }`. */
@@ -87,6 +111,14 @@ export interface RateLimitModuleOptions {
   rmqDeniedEvents?: RmqDeniedEvents;
   /** 429 and 503 bodies as RFC 9457 problem details (`application/problem+json`). Default false. */
   problemDetails?: boolean;
+  /**
+   * The limit advisor: every policy (enforced or shadow) learns how many requests each client
+   * makes per window, so `RateLimitService.advisorReport()` can tell what any candidate limit
+   * would refuse. Off by default; `@RateLimit`'s `advise: false` leaves a route out.
+   */
+  advisor?: boolean | RateLimitAdvisorOptions;
+  /** Serves the advisor's dashboard page (needs `advisor`). Off by default. */
+  dashboard?: RateLimitDashboardOptions;
   /** Return true to let a request through without counting it. */
   skip?(context: ExecutionContext): boolean | Promise<boolean>;
 }

@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
 
+/** An entry's object, its map slot, its count's bucket and a string header, about (V8, 64-bit). */
+const ENTRY_OVERHEAD_BYTES = 200;
+
 /** One identity the sketch follows. */
 interface Entry {
   identity: string;
@@ -54,6 +57,22 @@ export class SpaceSaving {
   /** How many offers the sketch has seen. */
   get total(): number {
     return this.offered;
+  }
+
+  /**
+   * Its bound in bytes: `capacity` entries of identities up to `maxIdentityLength` UTF-16 units,
+   * each with its map slot, its links and (at worst) a count of its own.
+   */
+  get maxBytes(): number {
+    return this.capacity * (2 * this.maxIdentityLength + ENTRY_OVERHEAD_BYTES);
+  }
+
+  /**
+   * The most an identity it does not follow can have been offered: the smallest count once the
+   * sketch is full, 0 before. What another sketch's absent identity adds to a merge's error.
+   */
+  get floor(): number {
+    return this.entries.size < this.capacity ? 0 : (this.min?.count ?? 0);
   }
 
   /** How many identities it follows (at most `capacity`). */

@@ -64,12 +64,16 @@ export class UsageHistogram {
     return this.thresholds.byteLength + this.reached.byteLength + this.from.byteLength;
   }
 
-  /** A request whose client's count in the window is now `count`. */
-  record(count: number): void {
-    const k = this.indexOf(count);
+  /**
+   * A request of `cost` units whose client's count in the window is now `count`: the client
+   * passed every threshold in `(count - cost, count]`, usually one at most.
+   */
+  record(count: number, cost = 1): void {
+    let k = this.indexOf(count);
     if (k < 0) return;
     this.from[k]++;
-    if (this.thresholds[k] === count) this.reached[k]++;
+    const before = count - cost;
+    for (; k >= 0 && this.thresholds[k] > before; k--) this.reached[k]++;
   }
 
   /** Adds another instance's histogram of the same policy and window. */

@@ -48,6 +48,8 @@ export interface RateLimitOptions {
   blockFor?: string | number;
   /** `shadow`: decide and charge, but refuse nothing (see the module option). Default: the module's. */
   mode?: RateLimitMode;
+  /** Whether the limit advisor follows this limit, when the module's `advisor` is on. Default true. */
+  advise?: boolean;
 }
 
 export type RateLimitCostFunction = (context: ExecutionContext) => number | Promise<number>;
@@ -81,6 +83,9 @@ export function RateLimit(rate: RateLimitRate | RateLimitRateFunction, options: 
   if (typeof options.cost === 'number') assertUnits('cost', options.cost);
   if (options.onStorageError !== undefined) assertStorageErrorPolicy(options.onStorageError, '@RateLimit');
   if (options.mode !== undefined) assertMode(options.mode, '@RateLimit');
+  if (options.advise !== undefined && typeof options.advise !== 'boolean') {
+    throw new Error(`@RateLimit advise must be true or false, got ${String(options.advise)}`);
+  }
   if (options.count !== undefined && !COUNTS.includes(options.count)) {
     throw new Error(`@RateLimit count must be 'all', 'failures' or 'successes', got ${String(options.count)}`);
   }

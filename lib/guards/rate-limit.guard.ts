@@ -36,6 +36,7 @@ import { whenFinished } from '../outcomes/request-outcome.js';
 import { RATE_LIMIT_METRICS, RateLimitMetrics, type RateLimitOutcome } from '../observability/rate-limit-metrics.js';
 import type { RateLimitDecisionEvent } from '../observability/rate-limit-decision-event.js';
 import { routeName } from '../rules/route-name.js';
+import { LimitAdvisor } from '../advisor/limit-advisor.js';
 
 /**
  * The arguments of RPC messages checked so far. A message meets the guard twice when it runs both
@@ -73,6 +74,7 @@ export class RateLimitGuard implements CanActivate {
     private readonly planner: RoutePlanner,
     @Optional() @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
     @Optional() private readonly deniedEvents?: DeniedEvents,
+    @Optional() private readonly advisor?: LimitAdvisor,
   ) {
     this.storage = new ProtectedStorage(rawStorage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
     this.observing = metrics.enabled || config.onDecision !== undefined;
@@ -280,6 +282,7 @@ export class RateLimitGuard implements CanActivate {
     via: 'storage' | 'fallback',
   ): true {
     const shadow = plan.mode === 'shadow';
+    if (rules.observed) this.advisor?.observe(checks, result, cost, shadow);
     if (result.allowed || shadow) {
       if (this.observing) {
         const outcome = !result.allowed ? 'shadow_denied' : via === 'fallback' ? 'fallback' : 'allowed';

@@ -114,6 +114,24 @@ export class RateLimitMetrics {
     );
   }
 
+  /**
+   * The limit advisor's usage distribution as `ratelimit.client_usage`, a counter per policy and
+   * threshold: client-windows whose attempts reached `ratelimit.threshold`. Instances' counters
+   * add up, so `increase(...[1h])` at threshold N+1 over that at 1 is the share of clients a
+   * limit of N would have refused (docs/choosing-limits.md).
+   */
+  observeClientUsage(read: (observe: (value: number, policy: string, threshold: number) => void) => void): void {
+    if (this.meter === undefined) return;
+    const counter = this.meter.createObservableCounter('ratelimit.client_usage', {
+      description: 'Client-windows whose attempts reached the threshold, by policy (the limit advisor)',
+      unit: '{client}',
+    });
+    const callback = (result: ObservableResult) =>
+      read((value, policy, threshold) => result.observe(value, { 'ratelimit.policy': policy, 'ratelimit.threshold': threshold }));
+    counter.addCallback(callback);
+    this.stops.push(() => counter.removeCallback(callback));
+  }
+
   /** Stops the gauges: an app that closed must not keep reporting, nor be kept alive by the provider. */
   close(): void {
     for (const stop of this.stops.splice(0)) stop();

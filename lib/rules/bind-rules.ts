@@ -14,6 +14,8 @@ export interface BindOptions {
   readonly burst?: number;
   readonly blockMs?: number;
   readonly count?: RateLimitCount;
+  /** Whether the limit advisor follows the rules. */
+  readonly observed?: boolean;
 }
 
 /** Binds parsed rates to an algorithm and a place in storage. Done once per route, at start-up. */
@@ -32,6 +34,7 @@ export function bindRules(rates: readonly ParsedRate[], options: BindOptions): R
       keySuffix: ruleKeySuffix(options.bucket, algorithm.code, rate.windowMs),
       blockMs: options.blockMs ?? 0,
       count: options.count ?? 'all',
+      observed: options.observed === true,
     };
   });
 }

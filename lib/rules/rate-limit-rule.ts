@@ -22,4 +22,9 @@ export interface RateLimitRule {
   readonly blockMs: number;
   /** Which outcomes keep their units: the others get them back when the request ends. */
   readonly count: RateLimitCount;
+  /**
+   * Whether the limit advisor follows this rule: the storage then also counts every attempt in
+   * the rule's window, admitted or not, and answers the count in `RateLimitDecision.attempts`.
+   */
+  readonly observed?: boolean;
 }

@@ -143,7 +143,7 @@ export class RoutePlanner implements OnModuleInit {
       );
     }
     const defaultRules = defaultLimit
-      ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm })
+      ? bindRules(defaultLimit, { name: 'default', bucket: '*', algorithm: this.config.algorithm, observed: this.config.advisor !== undefined })
       : [];
     const rules = metadata
       ? this.routeRuleSet(metadata, route, defaultRules)
@@ -222,9 +222,10 @@ export class RoutePlanner implements OnModuleInit {
   ): RuleSet | RoutePlan['ruleSet'] {
     const { bucket = routeName, algorithm = this.config.algorithm, burst, count } = metadata.options;
     const { blockMs } = metadata;
+    const observed = this.config.advisor !== undefined && metadata.options.advise !== false;
     const key = this.routeKeys.bucketKey(metadata.options.bucket, routeName);
     const compile = (rates: readonly ParsedRate[], cache?: ChecksCache) =>
-      new RuleSet([...bindRules(rates, { name: bucket, bucket: key, algorithm, burst, blockMs, count }), ...defaultRules], this.config.keyPrefix, cache);
+      new RuleSet([...bindRules(rates, { name: bucket, bucket: key, algorithm, burst, blockMs, count, observed }), ...defaultRules], this.config.keyPrefix, cache);
     const { rate } = metadata;
     if (typeof rate !== 'function') return compile(rate, this.checksCache);
 

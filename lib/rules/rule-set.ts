@@ -12,6 +12,9 @@ import type { RateLimitRule } from './rate-limit-rule.js';
  */
 const MAX_CACHED_IDENTITY = 96;
 
+/** After a rule's key, the key of the attempts the limit advisor counts (no rule key ends so). */
+export const ATTEMPTS_SUFFIX = ':o';
+
 /**
  * The rules checked together for one request: their `RateLimit-Policy` value, built once, and
  * the storage keys of recent clients. Reusing one key string per client lets storages find it
@@ -20,6 +23,8 @@ const MAX_CACHED_IDENTITY = 96;
 export class RuleSet {
   readonly policy: string;
   readonly rules: readonly RateLimitRule[];
+  /** Whether the limit advisor follows any of the rules (see `RateLimitRule.observed`). */
+  readonly observed: boolean;
   private readonly checks: ChecksByIdentity = new Map();
   /** The clients of each prefixed resolver (`byValue`), by value; as many maps as resolvers. */
   private readonly byPrefix = new Map<string, ChecksByIdentity>();
@@ -32,6 +37,7 @@ export class RuleSet {
   ) {
     this.rules = withUniqueNames(rules);
     this.policy = policyHeader(this.rules);
+    this.observed = this.rules.some((rule) => rule.observed === true);
   }
 
   /** The checks for a client identity: `<prefix>:{<identity>}:<rule key suffix>` per rule. */
@@ -66,7 +72,11 @@ export class RuleSet {
 
   private build(identity: string): readonly RateLimitCheck[] {
     const base = storageKeyBase(this.keyPrefix, identity);
-    return this.rules.map((rule) => ({ key: flatJoin(base, rule.keySuffix), rule, hint: -1 }));
+    return this.rules.map((rule) => {
+      const key = flatJoin(base, rule.keySuffix);
+      if (rule.observed !== true) return { key, rule, hint: -1 };
+      return { key, rule, hint: -1, attemptsKey: flatJoin(key, ATTEMPTS_SUFFIX), attemptsHint: -1 };
+    });
   }
 }
 

@@ -17,6 +17,9 @@ import { RuleSet } from '../rules/rule-set.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
 import { RATE_LIMIT_STORAGE, type RateLimitCheck, type RateLimitStorage, type StorageDeadline } from '../storage/rate-limit-storage.interface.js';
 import type { RateLimitStatus, RateLimitTarget, RateLimitTargetOptions } from './rate-limit-target.js';
+import { LimitAdvisor } from '../advisor/limit-advisor.js';
+import type { AdvisorReport } from '../advisor/advisor-report.js';
+import type { AdvisorQuery } from '../advisor/policy-report.js';
 
 /** Distinct targets whose rules are kept, parsed, before the cache starts over. */
 const TARGET_CACHE_SIZE = 256;
@@ -42,8 +45,22 @@ export class RateLimitService {
     @Inject(RATE_LIMIT_STORAGE) private readonly storage: RateLimitStorage,
     private readonly planner: RoutePlanner,
     @Optional() @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
+    @Optional() private readonly advisor?: LimitAdvisor,
   ) {
     this.bounded = new ProtectedStorage(storage, config.storageTimeoutMs, new CircuitBreaker(config.circuitBreaker));
+  }
+
+  /**
+   * The limit advisor's report: per policy, what its limit and each candidate would have refused
+   * over the period (default the last hour), a suggested limit for `target` (default 0.1% of
+   * clients), and the heaviest identities. Every instance's traffic on Redis, this process's
+   * otherwise. Needs the module's `advisor` option.
+   */
+  advisorReport(query: AdvisorQuery = {}): Promise<AdvisorReport> {
+    if (this.advisor?.enabled !== true) {
+      return Promise.reject(new Error('RateLimitService.advisorReport: the limit advisor is off; turn it on with RateLimitModule.forRoot({ advisor: true }).'));
+    }
+    return this.advisor.report(query);
   }
 
   /** Charges `cost` units and answers the decision; a denial is returned, not thrown. */

@@ -67,6 +67,7 @@ export class MemoryStorage implements RateLimitStorage {
   private readonly outcomes: AlgorithmOutcome[] = [];
   private readonly slots: number[] = [];
   private readonly wasBlocked: boolean[] = [];
+  private readonly attempts: (number | undefined)[] = [];
 
   constructor(options: MemoryStorageOptions = {}) {
     const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
@@ -104,7 +105,43 @@ export class MemoryStorage implements RateLimitStorage {
         }
       }
     }
-    return settleCheck(checks, now, cost, this.outcomes);
+    let observed = false;
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i];
+      if (check.attemptsKey === undefined) {
+        this.attempts[i] = undefined;
+        continue;
+      }
+      this.attempts[i] = this.countAttempt(check, check.attemptsKey, now, cost);
+      observed = true;
+    }
+    return settleCheck(checks, now, cost, this.outcomes, true, now, observed ? this.attempts : undefined);
+  }
+
+  /**
+   * The limit advisor's count of the units a client attempted in the rule's fixed window
+   * (aligned on the epoch), this check's included whatever its verdict. Its own slot holds when
+   * the window ends, which window it is, and the count; after the commits, so making room for it
+   * frees no slot still to be written.
+   */
+  private countAttempt(check: RateLimitCheck, key: string, now: number, cost: number): number {
+    const hint = check.attemptsHint;
+    let slot: number;
+    if (hint !== undefined && hint >= 0 && this.keyOf[hint] === key) slot = hint;
+    else {
+      slot = this.slotOf.get(key) ?? -1;
+      if (slot < 0) slot = this.allocate(key, now, true);
+      check.attemptsHint = slot;
+    }
+    const { windowMs } = check.rule;
+    const window = Math.floor(now / windowMs);
+    const at = slot * STATE_STRIDE;
+    const count = this.state[at] > now && this.state[at + 1] === window ? this.state[at + 2] + cost : cost;
+    this.state[at] = (window + 1) * windowMs;
+    this.state[at + 1] = window;
+    this.state[at + 2] = count;
+    this.flags[slot] = USED;
+    return count;
   }
 
   peek(checks: readonly RateLimitCheck[], cost: number): RateLimitResult {

@@ -11,6 +11,12 @@ export interface RateLimitDecision {
   readonly retryAfterMs: number;
   /** ms until the quota is fully restored. */
   readonly resetMs: number;
+  /**
+   * For a rule the limit advisor follows (`rule.observed`): units the client has attempted in
+   * the rule's current fixed window (aligned on the epoch), this request included, admitted or
+   * not; undefined otherwise, or when the storage does not count attempts.
+   */
+  readonly attempts?: number;
 }
 
 /** The answer for a whole check: admitted only if every rule admits it. */
@@ -52,6 +58,8 @@ export function settleCheck(
   charged = true,
   /** The storage's clock when it decided, if it differs from `now` (Redis's). */
   chargedAt = now,
+  /** Per rule, the attempts counted for an observed rule (see `RateLimitDecision.attempts`). */
+  attempts?: readonly (number | undefined)[],
 ): RateLimitResult {
   let allowed = true;
   for (let i = 0; i < rules.length; i++) allowed &&= outcomes[i].allowed;
@@ -70,6 +78,7 @@ export function settleCheck(
       remaining: Math.max(0, Math.floor(left)),
       retryAfterMs: wait,
       resetMs: Math.max(0, Math.ceil(outcome.resetMs)),
+      attempts: attempts?.[i],
     };
   }
   return { allowed, now, chargedAt, decisions };

@@ -27,6 +27,8 @@ export class RedisCheckBatch {
   private readonly checkArgs: number[] = [];
   /** The one algorithm code of every rule so far, or null once they differ. */
   private code: string | null | undefined;
+  /** Whether a rule of the batch is followed by the limit advisor: the reply then counts attempts. */
+  observed = false;
   /** Whether every check so far is the usual one: one rule, cost 1. */
   private usualOnly = true;
   /** The shortest wait of its checks' callers, in ms, once sent; Infinity if none has a deadline. */
@@ -57,7 +59,8 @@ export class RedisCheckBatch {
         else if (this.code !== code) this.code = null;
         index = this.rules.size + 1;
         this.rules.set(rule, index);
-        this.ruleArgs.push(code, rule.limit, rule.windowMs, rule.burst, rule.capacity, rule.blockMs);
+        this.ruleArgs.push(code, rule.limit, rule.windowMs, rule.burst, rule.capacity, rule.blockMs, rule.observed === true ? 1 : 0);
+        if (rule.observed === true) this.observed = true;
       }
       this.checkArgs.push(index);
     }

@@ -9,7 +9,7 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * KEYS: the keys of every check, in order; one check's keys share one hash tag.
  * ARGV: now (ms, or '' for the server's TIME), the deadline (see redis-lua-prelude.ts), the
  * number of distinct rules R, R times (algorithm
- * code, limit, window, burst, capacity, blockFor ms or 0), then per check either one rule number
+ * code, limit, window, burst, capacity, blockFor ms or 0, observed 0 or 1), then per check either one rule number
  * (the usual check: one rule, cost 1) or -n, the cost and n rule numbers. Redis pays for every
  * argument, hence the short form, and the shortest: when every check is the usual one, R is sent
  * as -R and the checks' rule numbers follow as one string, a character each.
@@ -17,8 +17,8 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * A key under a block is denied until it ends (see redis-lua-prelude.ts). A rule with `blockFor`
  * that denies a request it could ever admit blocks its key, after the check's reads.
  *
- * Reply: { records, errors, healed, now, server time }; records empty when the batch came after
- * its deadline and decided nothing.
+ * Reply: { records, errors, healed, now, server time, attempts }; records empty when the batch
+ * came after its deadline and decided nothing.
  * - records: per check, per rule, 25 bytes packed little-endian (`<Bddd`): allowed (0 or 1; 2
  *   for a check that raised an error), then remaining, retry-after and reset as the algorithm
  *   computed them, unrounded (the app rounds them as for memory). One string, because Redis
@@ -30,6 +30,10 @@ import { LUA_PRELUDE } from './redis-lua-prelude.js';
  * - healed: the numbers (1-based) of the keys whose state could not be read and was dropped.
  * - now: the instant the checks were decided at, as text (exact), which a refund names later.
  * - server time: the server's clock (ms), or 0 when it was not read (no deadline, a clock given).
+ * - attempts: per rule the limit advisor follows (observed 1), in order, 8 bytes (`<d`): the units
+ *   its client attempted in the rule's fixed window, admitted or not, this check's included;
+ *   counted under `<key>:o<window number>` (same hash tag) once the check is decided, with
+ *   `redis.pcall`, so a bad counter never fails a decided check. Empty when no rule is observed.
  *
  * State that cannot be read (another type, a truncated string) is deleted and counts as none:
  * one client's bad key must cost that client a fresh start, not every client of the batch an error.
@@ -49,7 +53,7 @@ export function buildCheckScript(algorithms: readonly RateLimitAlgorithm[]): str
   return `#!lua
 ${LUA_PRELUDE}
 
-if expired then return { '', {}, {}, string.format('%.17g', now), server_time } end
+if expired then return { '', {}, {}, string.format('%.17g', now), server_time, '' } end
 
 local algorithms = {}
 ${algorithms.map((algorithm) => `algorithms['${algorithm.code}'] = ${algorithm.lua}`).join('\n')}
@@ -59,8 +63,8 @@ local rule_count = tonumber(ARGV[3])
 local usual_only = rule_count < 0
 if usual_only then rule_count = -rule_count end
 for r = 1, rule_count do
-  local at = 4 + (r - 1) * 6
-  rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]) }
+  local at = 4 + (r - 1) * 7
+  rules[r] = { algorithms[ARGV[at]], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5]), ARGV[at + 6] == '1' }
 end
 
 local pack = struct.pack
@@ -70,7 +74,7 @@ local FAILED = pack('<Bddd', 2, 0, 0, 0)
 
 -- The check being decided: its first record, key and argument, its number of rules, and where
 -- the next check's arguments start.
-local r, key, at, n, next_at = 0, 1, 4 + rule_count * 6, 1, 0
+local r, key, at, n, next_at = 0, 1, 4 + rule_count * 7, 1, 0
 local last = #ARGV
 -- When every check is the usual one, their rule numbers are the characters of one argument, and
 -- \`at\` counts characters.
@@ -80,6 +84,22 @@ if usual_only then
   last = #heads
 end
 local byte = string.byte
+local attempts = {}
+local floor = math.floor
+
+-- The limit advisor's count of what the key's client attempted in the rule's window.
+local function count_attempt(k, rule, cost)
+  local window = rule[3]
+  local counter = k .. ':o' .. string.format('%d', floor(now / window))
+  local count = redis.pcall('INCRBY', counter, cost)
+  if type(count) ~= 'number' then
+    redis.pcall('DEL', counter)
+    count = 0
+  elseif count == cost then
+    redis.pcall('PEXPIRE', counter, window * 2)
+  end
+  attempts[#attempts + 1] = pack('<d', count)
+end
 
 -- The usual check: one rule, cost 1.
 local function decide_one(rule)
@@ -95,6 +115,7 @@ local function decide_one(rule)
     remaining, retry_after, reset = 0, rule[6], rule[6]
   end
   records[r + 1] = pack('<Bddd', allowed, remaining, retry_after, reset)
+  if rule[7] then count_attempt(k, rule, 1) end
 end
 
 -- n rules, numbered in ARGV from first_rule: committed only if every one admits.
@@ -128,6 +149,10 @@ local function decide_all(cost, first_rule)
     end
   else
     for b = 1, #blocks, 2 do write_block(blocks[b], blocks[b + 1]) end
+  end
+  for i = 1, n do
+    local rule = rules[tonumber(ARGV[first_rule + i - 1])]
+    if rule[7] then count_attempt(KEYS[key + i - 1], rule, cost) end
   end
 end
 
@@ -166,7 +191,7 @@ while true do
   r, key, at = r + n, key + n, next_at
 end
 
-return { table.concat(records), errors, healed, string.format('%.17g', now), server_time }
+return { table.concat(records), errors, healed, string.format('%.17g', now), server_time, table.concat(attempts) }
 `;
 }
 

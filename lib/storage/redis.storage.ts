@@ -61,7 +61,7 @@ const logger = new Logger('RedisStorage');
 
 type CheckCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<(number | string)[]>;
 /** The check script's reply (see redis-check.lua.ts), bulk strings as Buffers. */
-type CheckReply = [records: Buffer, errors: Buffer[], healed: number[], now: Buffer, serverTime: number];
+type CheckReply = [records: Buffer, errors: Buffer[], healed: number[], now: Buffer, serverTime: number, attempts: Buffer];
 type BatchCommand = (numKeys: number, keys: string[], args: (string | number)[]) => Promise<CheckReply>;
 type ControlOperation = 'peek' | 'adjust' | 'refund' | 'reset' | 'block';
 
@@ -70,6 +70,11 @@ interface HeldLease {
   readonly key: string;
   /** When it expires, by the clock the lease script used (the server's, unless one was injected). */
   readonly expiresAt: number;
+}
+
+function observes(checks: readonly RateLimitCheck[]): boolean {
+  for (let i = 0; i < checks.length; i++) if (checks[i].rule.observed === true) return true;
+  return false;
 }
 
 /** Bytes of a rule's record in the check script's reply: allowed, then three doubles. */
@@ -155,7 +160,7 @@ export class RedisStorage implements RateLimitStorage {
 
   check(checks: readonly RateLimitCheck[], cost: number, deadline?: StorageDeadline): RateLimitResult | Promise<RateLimitResult> {
     const sentAt = this.clock ? this.clock() : Date.now();
-    const blocked = this.blocks?.find(checks, cost, sentAt);
+    const blocked = observes(checks) ? undefined : this.blocks?.find(checks, cost, sentAt);
     if (blocked) return blocked;
     return new Promise((resolve, reject) => this.enqueue({ checks, cost, sentAt, deadline, resolve, reject }));
   }
@@ -279,6 +284,8 @@ export class RedisStorage implements RateLimitStorage {
 
   /** A denial from the block cache, without a round trip; undefined if it knows none. */
   cachedDenial(checks: readonly RateLimitCheck[], cost: number, unreachable?: boolean): RateLimitResult | undefined {
+    // the limit advisor counts every attempt in Redis: while it answers, an observed check goes there
+    if (unreachable !== true && observes(checks)) return undefined;
     return this.blocks?.find(checks, cost, this.clock ? this.clock() : Date.now(), unreachable);
   }
 
@@ -334,7 +341,7 @@ export class RedisStorage implements RateLimitStorage {
     }
   }
 
-  private settle(batch: RedisCheckBatch, [records, errors, healed, decidedAt, serverTime]: CheckReply, node: string | undefined, generation: number): void {
+  private settle(batch: RedisCheckBatch, [records, errors, healed, decidedAt, serverTime, attempts]: CheckReply, node: string | undefined, generation: number): void {
     this.readClock(node, serverTime);
     if (records.length === 0) {
       const late = new LateOperationError('a batch of checks');
@@ -345,6 +352,8 @@ export class RedisStorage implements RateLimitStorage {
     const receivedAt = this.clock ? this.clock() : Date.now();
     let at = 0;
     let failed = 0;
+    // the attempts of observed rules, 8 bytes each, in order; none for a check that failed
+    let attemptAt = 0;
     for (const { checks, cost, sentAt, resolve, reject } of batch.pending) {
       if (records[at] === RECORD_FAILED) {
         reject(new CheckFailedError(String(errors[failed++]), checks.map((check) => check.key)));
@@ -361,7 +370,16 @@ export class RedisStorage implements RateLimitStorage {
             resetMs: records.readDoubleLE(at + 17),
           };
         }
-        const result = settleCheck(checks, sentAt, cost, outcomes, true, chargedAt);
+        let counted: (number | undefined)[] | undefined;
+        if (batch.observed) {
+          counted = new Array(checks.length);
+          for (let i = 0; i < checks.length; i++) {
+            if (checks[i].rule.observed !== true) continue;
+            counted[i] = attempts.readDoubleLE(attemptAt);
+            attemptAt += 8;
+          }
+        }
+        const result = settleCheck(checks, sentAt, cost, outcomes, true, chargedAt, counted);
         this.blocks?.record(checks, cost, sentAt, result, generation, receivedAt);
         resolve(result);
       } catch (error) {

@@ -1,0 +1,192 @@
+import { randomBytes } from 'node:crypto';
+import { Inject, Injectable, Optional, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { RATE_LIMIT_CONFIG, type RateLimitConfig } from '../rate-limit.config.js';
+import { RATE_LIMIT_METRICS, RateLimitMetrics } from '../observability/rate-limit-metrics.js';
+import { ThrottledLogger } from '../resilience/throttled-logger.js';
+import type { RateLimitRule } from '../rules/rate-limit-rule.js';
+import type { RateLimitResult } from '../storage/rate-limit-decision.js';
+import { RATE_LIMIT_STORAGE, type RateLimitCheck, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { RedisStorage } from '../storage/redis.storage.js';
+import type { AdvisorReport, AdvisorTimelinePoint } from './advisor-report.js';
+import { AdvisorStore } from './advisor-store.js';
+import { identityOfKey, mergeSketches, redactIdentity } from './heavy-hitters.js';
+import { checkQuery, DEFAULT_PERIOD_MS, policyReport, type AdvisorQuery, type PolicyFigures } from './policy-report.js';
+import { PolicyUsage } from './policy-usage.js';
+import { UsageHistogram } from './usage-histogram.js';
+
+/**
+ * The limit advisor: learns, per policy, how many units each client attempts per window, from
+ * the count the storage returns with every check of an observed rule (`RateLimitDecision.attempts`),
+ * and answers what any candidate limit would have refused (`report`).
+ *
+ * On the request path: one method call per observed check, a histogram increment and a sketch
+ * offer; nothing when the advisor is off (the guard asks `RuleSet.observed` first). On Redis,
+ * each instance adds its figures to shared counters every `flushInterval`, off the request
+ * path, and reports read them back, so the figures are every instance's, summed exactly.
+ */
+@Injectable()
+export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdown {
+  /** Policies by rule, for the request path; and by storage id, since routes may share a budget. */
+  private readonly byRule = new Map<RateLimitRule, PolicyUsage>();
+  private readonly byId = new Map<string, PolicyUsage>();
+  private readonly store?: AdvisorStore;
+  /** This process, among the instances whose sketches Redis keeps. */
+  private readonly instance = randomBytes(6).toString('hex');
+  private readonly described = new WeakSet<PolicyUsage>();
+  private timer?: NodeJS.Timeout;
+  private flushing?: Promise<void>;
+  private readonly flushLog = new ThrottledLogger(LimitAdvisor.name);
+
+  constructor(
+    @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
+    @Inject(RATE_LIMIT_STORAGE) storage: RateLimitStorage,
+    @Optional() @Inject(RATE_LIMIT_METRICS) private readonly metrics: RateLimitMetrics = RateLimitMetrics.disabled(),
+  ) {
+    if (config.advisor !== undefined && storage instanceof RedisStorage) this.store = new AdvisorStore(storage.client, config.keyPrefix);
+  }
+
+  /** Whether the advisor is on. */
+  get enabled(): boolean {
+    return this.config.advisor !== undefined;
+  }
+
+  /** `shared` when the figures are every instance's (Redis), `instance` when they are this process's. */
+  get scope(): AdvisorReport['scope'] {
+    return this.store === undefined ? 'instance' : 'shared';
+  }
+
+  onApplicationBootstrap(): void {
+    const advisor = this.config.advisor;
+    if (advisor === undefined) return;
+    if (this.store !== undefined) {
+      this.timer = setInterval(() => void this.flush().catch(() => undefined), advisor.flushIntervalMs);
+      this.timer.unref();
+    }
+    this.metrics.observeClientUsage((observe) => {
+      for (const usage of this.byId.values()) {
+        const totals = usage.reachedBefore.slice();
+        for (const bucket of usage.buckets) for (let k = 0; k < totals.length; k++) totals[k] += bucket.histogram.reached[k];
+        usage.meta.thresholds.forEach((threshold, k) => observe(totals[k], usage.meta.name, threshold));
+      }
+    });
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    // what this instance saw since its last flush would be lost otherwise
+    await this.flush().catch(() => undefined);
+  }
+
+  /** One decided check of a rule set the advisor follows; `shadow`: refusals were let through. */
+  observe(checks: readonly RateLimitCheck[], result: RateLimitResult, cost: number, shadow: boolean): void {
+    const { decisions } = result;
+    // a denial from the block cache carries one decision and no counts: nothing to learn
+    if (decisions.length !== checks.length) return;
+    for (let i = 0; i < decisions.length; i++) {
+      const decision = decisions[i];
+      const attempts = decision.attempts;
+      if (attempts === undefined) continue;
+      const usage = this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow);
+      usage.record(result.now, attempts, cost, !decision.allowed, shadow, checks[i].key);
+    }
+  }
+
+  /** Adds what this instance saw to Redis now (without Redis: nothing to do). Reports call it first. */
+  flush(): Promise<void> {
+    const store = this.store;
+    if (store === undefined) return Promise.resolve();
+    // one flush at a time: two would send the same deltas twice
+    this.flushing ??= this.flushAll(store).finally(() => (this.flushing = undefined));
+    return this.flushing;
+  }
+
+  /** What each policy's limit, and any candidate, would have refused over the period. */
+  async report(query: AdvisorQuery = {}, now = (this.config.advisor?.clock ?? Date.now)()): Promise<AdvisorReport> {
+    checkQuery(query);
+    const periodMs = query.periodMs ?? DEFAULT_PERIOD_MS;
+    const figures: PolicyFigures[] = [];
+    if (this.store !== undefined) {
+      await this.flush();
+      for (const meta of await this.store.policies()) {
+        // the mode of a policy this instance serves is known here; another's as it described it
+        const local = this.byId.get(meta.id);
+        figures.push({ meta: local?.meta ?? meta, ...(await this.store.figures(meta, now, periodMs)) });
+      }
+    } else {
+      for (const usage of this.byId.values()) figures.push(this.localFigures(usage, now, periodMs));
+    }
+    return {
+      generatedAt: new Date(now).toISOString(),
+      periodSeconds: periodMs / 1000,
+      scope: this.scope,
+      policies: figures.map((entry) => policyReport(entry, query)),
+    };
+  }
+
+  private policyOf(rule: RateLimitRule, shadow: boolean): PolicyUsage {
+    let usage = this.byId.get(rule.keySuffix);
+    if (usage === undefined) {
+      usage = new PolicyUsage(rule, shadow ? 'shadow' : 'enforce', this.config.advisor?.trackedIdentities ?? 128);
+      this.byId.set(rule.keySuffix, usage);
+    }
+    this.byRule.set(rule, usage);
+    return usage;
+  }
+
+  private async flushAll(store: AdvisorStore): Promise<void> {
+    const shown = (key: string) => this.shown(identityOfKey(key));
+    try {
+      for (const usage of this.byId.values()) {
+        if (!this.described.has(usage)) {
+          await store.describe(usage.meta);
+          this.described.add(usage);
+        }
+        await store.flush(usage, this.instance, shown);
+      }
+    } catch (error) {
+      this.flushLog.warn(`Could not add the limit advisor's figures to Redis; they are kept and sent with the next flush: ${(error as Error)?.message ?? String(error)}`);
+      throw error;
+    }
+  }
+
+  private localFigures(usage: PolicyUsage, now: number, periodMs: number): PolicyFigures {
+    const { meta } = usage;
+    const since = now - periodMs;
+    const histogram = new UsageHistogram(meta.thresholds);
+    const timeline: AdvisorTimelinePoint[] = [];
+    let denied = 0;
+    let shadowDenied = 0;
+    for (const bucket of usage.bucketsSince(since)) {
+      if (bucket.index * meta.bucketMs > now) continue;
+      histogram.merge(bucket.histogram);
+      denied += bucket.denied;
+      shadowDenied += bucket.shadowDenied;
+      timeline.push({ start: new Date(bucket.index * meta.bucketMs).toISOString(), requests: bucket.histogram.requests, denied: bucket.denied, shadowDenied: bucket.shadowDenied });
+    }
+    const views = usage.sketchesSince(since).map((sketch) => ({
+      entries: sketch.top(sketch.capacity).map((entry) => ({ ...entry, identity: this.shown(identityOfKey(entry.identity)) })),
+      floor: sketch.floor,
+    }));
+    return { meta, histogram, denied, shadowDenied, timeline: fillGaps(timeline, meta.bucketMs), top: mergeSketches(views) };
+  }
+
+  private shown(identity: string): string {
+    const key = this.config.advisor?.redactKey;
+    return key === undefined ? identity : redactIdentity(identity, key);
+  }
+}
+
+/** Buckets with no traffic between two that had some, as zeros, so a chart's time axis is even. */
+function fillGaps(points: AdvisorTimelinePoint[], bucketMs: number): AdvisorTimelinePoint[] {
+  if (points.length < 2) return points;
+  const out: AdvisorTimelinePoint[] = [];
+  const byStart = new Map(points.map((point) => [point.start, point]));
+  const first = Date.parse(points[0].start);
+  const last = Date.parse(points[points.length - 1].start);
+  for (let at = first; at <= last; at += bucketMs) {
+    const start = new Date(at).toISOString();
+    out.push(byStart.get(start) ?? { start, requests: 0, denied: 0, shadowDenied: 0 });
+  }
+  return out;
+}
