@@ -37,6 +37,13 @@ const RULE_SETS: readonly (readonly RuleSpec[])[] = [
     { rate: '4/2 seconds', algorithm: 'gcra', blockMs: 700 },
     { rate: '6/4 seconds', algorithm: 'sliding-window-counter' },
   ],
+  // followed by the limit advisor: attempts counted whatever the verdict, beside rules that are not
+  [{ rate: '3/second', algorithm: 'fixed-window', observed: true }],
+  [
+    { rate: '3/second', algorithm: 'token-bucket', observed: true },
+    { rate: '5/3 seconds', algorithm: 'fixed-window' },
+    { rate: '6/4 seconds', algorithm: 'sliding-window-log', observed: true, blockMs: 900 },
+  ],
 ];
 const RULES = RULE_SETS.map(rulesOf);
 
@@ -80,7 +87,7 @@ function expectSameVerdict(reference: RateLimitResult, other: RateLimitResult, w
 function expectSameDecision(reference: RateLimitResult, other: RateLimitResult, where: string): void {
   const view = (result: RateLimitResult) => ({
     allowed: result.allowed,
-    rules: result.decisions.map((d) => ({ name: d.rule.name, allowed: d.allowed, remaining: d.remaining })),
+    rules: result.decisions.map((d) => ({ name: d.rule.name, allowed: d.allowed, remaining: d.remaining, attempts: d.attempts })),
   });
   expect({ where, ...view(other) }).toEqual({ where, ...view(reference) });
   reference.decisions.forEach((d, i) => {

@@ -1,4 +1,6 @@
 import type { AlgorithmName, RateLimitResult, RateLimitStorage } from '../../lib/index.js';
+import { ATTEMPTS_SUFFIX } from '../../lib/rules/rule-set.js';
+import type { RateLimitCheck } from '../../lib/storage/rate-limit-storage.interface.js';
 import { bindRules } from '../../lib/rules/bind-rules.js';
 import { parseRate } from '../../lib/rules/parse-rate.js';
 import type { RateLimitRule } from '../../lib/rules/rate-limit-rule.js';
@@ -9,12 +11,14 @@ export interface RuleSpec {
   readonly burst?: number;
   /** `blockFor`, in ms. */
   readonly blockMs?: number;
+  /** Followed by the limit advisor: every attempt is counted too. */
+  readonly observed?: boolean;
 }
 
 /** Rules as the planner would bind them; one bucket per spec so rules never share a key. */
 export function rulesOf(specs: readonly RuleSpec[]): RateLimitRule[] {
   return specs.flatMap((spec, i) =>
-    bindRules(parseRate(spec.rate), { name: `r${i}`, bucket: `b${i}`, algorithm: spec.algorithm, burst: spec.burst, blockMs: spec.blockMs }),
+    bindRules(parseRate(spec.rate), { name: `r${i}`, bucket: `b${i}`, algorithm: spec.algorithm, burst: spec.burst, blockMs: spec.blockMs, observed: spec.observed }),
   );
 }
 
@@ -23,8 +27,16 @@ export function keyOf(client: string, rule: RateLimitRule): string {
 }
 
 /** Checks `rules` for `client` on `storage`, always as a promise. */
+/** The checks of `rules` for `client`, with where the advisor's attempts go for an observed rule (as RuleSet builds them). */
+export function checksOf(rules: readonly RateLimitRule[], client: string): RateLimitCheck[] {
+  return rules.map((rule) => {
+    const key = keyOf(client, rule);
+    return rule.observed ? { key, rule, attemptsKey: `${key}${ATTEMPTS_SUFFIX}` } : { key, rule };
+  });
+}
+
 export function checker(storage: RateLimitStorage, rules: readonly RateLimitRule[], client = 'client') {
-  const checks = rules.map((rule) => ({ key: keyOf(client, rule), rule }));
+  const checks = checksOf(rules, client);
   return async (cost = 1): Promise<RateLimitResult> => storage.check(checks, cost);
 }
 
@@ -35,7 +47,7 @@ export function brief(result: RateLimitResult): [boolean, number] {
 
 /** Every operation of a storage on `rules` for `client`, always as promises. */
 export function operations(storage: RateLimitStorage, rules: readonly RateLimitRule[], client = 'client') {
-  const checks = rules.map((rule) => ({ key: keyOf(client, rule), rule }));
+  const checks = checksOf(rules, client);
   return {
     check: async (cost = 1): Promise<RateLimitResult> => storage.check(checks, cost),
     peek: async (cost = 1): Promise<RateLimitResult> => storage.peek!(checks, cost),
