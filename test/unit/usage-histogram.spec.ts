@@ -100,3 +100,20 @@ describe('UsageHistogram', () => {
     expect(() => new UsageHistogram(usageThresholds(10)).merge(new UsageHistogram(usageThresholds(1_000)))).toThrow('different thresholds');
   });
 });
+
+describe('UsageHistogram with costs', () => {
+  it('counts a client as reaching every threshold a request of several units passes over', () => {
+    const histogram = new UsageHistogram(usageThresholds(10));
+    // one client: 3 units, then 5 (count 8), then 4 (count 12)
+    histogram.record(3, 3);
+    histogram.record(8, 5);
+    histogram.record(12, 4);
+    expect(histogram.clients).toBe(1);
+    expect(histogram.requests).toBe(3);
+    for (const limit of [2, 5, 7, 9, 10, 11]) expect(histogram.estimate(limit).clientsDenied).toEqual({ low: 1, high: 1 });
+    expect(histogram.estimate(12).clientsDenied).toEqual({ low: 0, high: 0 });
+    // requests past the limit: the one that ends at 12 past 10, the last two past 5
+    expect(histogram.estimate(10).requestsDenied).toEqual({ low: 1, high: 1 });
+    expect(histogram.estimate(5).requestsDenied).toEqual({ low: 2, high: 2 });
+  });
+});
