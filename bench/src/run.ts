@@ -78,7 +78,23 @@ const A_CONTENDERS = CONTENDERS.filter((c) => c.platform !== 'fastify').map((c) 
 /** Scenario C has no use for the references: they do not limit. */
 const C_CONTENDERS = A_CONTENDERS.filter((name) => name !== 'bare' && name !== PING_FLOOR && name !== GUARD_FLOOR);
 /** Scenario P: every limiter, ours on Fastify too, and the PING reference (the ioredis floor of a limiter on Redis). */
-const P_CONTENDERS = [PING_FLOOR, 'ours-memory', 'ours-memory-fastify', 'ours-redis', 'throttler-memory', 'throttler-redis', 'rlf-memory', 'rlf-redis'];
+const P_CONTENDERS = [
+  PING_FLOOR,
+  'ours-memory',
+  'ours-memory-advisor',
+  'ours-memory-fastify',
+  'ours-redis',
+  'ours-redis-advisor',
+  'throttler-memory',
+  'throttler-redis',
+  'rlf-memory',
+  'rlf-redis',
+];
+/** Issue 21: the limit advisor on adds at most 0.3 points to the share of the same app without it. */
+const ADVISOR_COST: Record<string, { base: string; max: number }> = {
+  'ours-memory-advisor': { base: 'ours-memory', max: 0.003 },
+  'ours-redis-advisor': { base: 'ours-redis', max: 0.003 },
+};
 const contender = (name: string) => CONTENDERS.find((c) => c.name === name)!;
 /**
  * Checks Redis decided in an interval. The competitors run one script per check; ours runs one
@@ -535,6 +551,13 @@ async function scenarioP(redis: PrivateRedis): Promise<ScenarioP> {
       roundsNote(list.length),
       anomalies(list, [200]),
     ];
+    const cost = ADVISOR_COST[c.name];
+    if (cost && rounds.get(cost.base)?.length) {
+      const added = share(c.name) - share(cost.base);
+      row.target = `≤ +0.3 points over ${cost.base}`;
+      row.pass = added <= cost.max;
+      notes.push(`${added >= 0 ? '+' : ''}${(added * 100).toFixed(2)} points over ${cost.base}`);
+    }
     const target = P_TARGETS[c.name];
     if (target) {
       const peers = target.peers.filter((n) => rounds.get(n)?.length);

@@ -93,7 +93,7 @@ export interface AdvisorPolicyReport {
   readonly denied: number;
   /** Requests it would have refused, in shadow mode (let through). */
   readonly shadowDenied: number;
-  /** The current limit first, then the caller's, then the default spread. */
+  /** Ascending: the current limit, the caller's, and ¼, ½, 2 and 4 times the current one. */
   readonly candidates: readonly AdvisorCandidate[];
   /** The suggested limit, or null when nothing was seen. */
   readonly suggested: number | null;

@@ -97,6 +97,7 @@ h3 { font-size: 13px; margin: 0 0 6px; text-transform: uppercase; letter-spacing
 .options input { font: inherit; padding: 3px 6px; border: 1px solid var(--line); border-radius: 4px; background: var(--card); color: var(--text); }
 .options button { font: inherit; padding: 3px 12px; border: 1px solid var(--line); border-radius: 4px; background: var(--card); color: var(--text); cursor: pointer; }
 .nav { display: flex; flex-wrap: wrap; gap: 6px; margin: 0 0 16px; }
+.nav[hidden] { display: none; }
 .nav a { padding: 2px 10px; border-radius: 999px; background: var(--card); border: 1px solid var(--line); color: var(--text); text-decoration: none; font-size: 13px; }
 .nav a:hover { border-color: var(--bar); }
 #error, #empty { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 20px 24px; margin: 0; }
@@ -450,14 +451,14 @@ const SCRIPT = String.raw`
   function candidatesTable(policy) {
     var node = table('candidates', ['Limit', 'Clients denied', 'Requests denied', 'Estimate']);
     var body = node.tBodies[0];
-    (policy.candidates || []).forEach(function (c, index) {
+    (policy.candidates || []).forEach(function (c) {
       var row = el('tr');
       row.dataset.limit = c.limit;
-      if (index === 0) row.classList.add('current');
+      if (c.limit === policy.limit) row.classList.add('current');
       if (c.limit === policy.suggested) row.classList.add('suggested');
       var limit = cell(row, 'limit');
       limit.appendChild(el('span', 'num', count(c.limit)));
-      if (index === 0) limit.appendChild(el('span', 'note', 'current'));
+      if (c.limit === policy.limit) limit.appendChild(el('span', 'note', 'current'));
       if (c.limit === policy.suggested) limit.appendChild(el('span', 'note', 'suggested'));
       [[c.clientsDenied, c.clientsDeniedRange, 'clients'], [c.requestsDenied, c.requestsDeniedRange, 'requests']].forEach(function (entry) {
         var td = cell(row, entry[2]);

@@ -12,6 +12,7 @@ import { AdvisorStore } from './advisor-store.js';
 import { identityOfKey, mergeSketches, redactIdentity } from './heavy-hitters.js';
 import { checkQuery, DEFAULT_PERIOD_MS, policyReport, type AdvisorQuery, type PolicyFigures } from './policy-report.js';
 import { PolicyUsage } from './policy-usage.js';
+import { identityHash } from './space-saving.js';
 import { UsageHistogram } from './usage-histogram.js';
 
 /**
@@ -32,7 +33,6 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
   private readonly store?: AdvisorStore;
   /** This process, among the instances whose sketches Redis keeps. */
   private readonly instance = randomBytes(6).toString('hex');
-  private readonly described = new WeakSet<PolicyUsage>();
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private readonly flushLog = new ThrottledLogger(LimitAdvisor.name);
@@ -88,7 +88,9 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
       const attempts = decision.attempts;
       if (attempts === undefined) continue;
       const usage = this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow);
-      usage.record(result.now, attempts, cost, !decision.allowed, shadow, checks[i].key);
+      const check = checks[i];
+      const keyHash = check.keyHash ?? (check.keyHash = identityHash(check.key));
+      usage.record(result.now, attempts, cost, !decision.allowed, shadow, check.key, keyHash);
     }
   }
 
@@ -138,10 +140,8 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
     const shown = (key: string) => this.shown(identityOfKey(key));
     try {
       for (const usage of this.byId.values()) {
-        if (!this.described.has(usage)) {
-          await store.describe(usage.meta);
-          this.described.add(usage);
-        }
+        // every time: a Redis that lost it (a restart, FLUSHDB, eviction) must learn it again
+        await store.describe(usage.meta);
         await store.flush(usage, this.instance, shown);
       }
     } catch (error) {

@@ -102,9 +102,10 @@ export class PolicyUsage {
   /**
    * A request decided at `now`: its client had attempted `attempts` units in the window, this
    * request's `cost` included; `refused` by this policy, and let through only in shadow mode.
-   * `key`: the client's storage key for the policy, one string per client.
+   * `key`: the client's storage key for the policy, one string per client, and `keyHash` its
+   * `identityHash`.
    */
-  record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string): void {
+  record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string, keyHash: number): void {
     const index = Math.floor(now / this.meta.bucketMs);
     let bucket = this.current;
     if (bucket.index !== index) {
@@ -125,7 +126,7 @@ export class PolicyUsage {
       sketch.hour = hour;
       sketch.sketch.clear();
     }
-    sketch.sketch.offer(key);
+    sketch.sketch.offer(key, keyHash);
   }
 
   /** Buckets holding time from `since` on, oldest first. */

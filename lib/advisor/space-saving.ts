@@ -1,5 +1,17 @@
 import { createHash } from 'node:crypto';
 
+const FILTER_ROWS = 2;
+const FILTER_BITS = 10;
+const FILTER_WIDTH = 1 << FILTER_BITS;
+const FILTER_MASK = FILTER_WIDTH - 1;
+
+/** FNV-1a of the UTF-16 code units: where an identity's counters are in the filter. */
+export function identityHash(identity: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < identity.length; i++) hash = Math.imul(hash ^ identity.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
+}
+
 /** An entry's object, its map slot, its count's bucket and a string header, about (V8, 64-bit). */
 const ENTRY_OVERHEAD_BYTES = 200;
 
@@ -31,14 +43,22 @@ export interface HeavyHitter {
 
 /**
  * The heaviest identities of a stream in bounded memory: Space-Saving (Metwally, Agrawal and
- * El Abbadi, 2005) over a stream summary, so each `offer` is O(1) and allocates only when it
- * follows a new identity. With `capacity` k after n offers:
- * - every identity offered more than n/k times is followed;
- * - a followed identity's `count` is at least its true count and at most `error` (≤ n/k) above.
+ * El Abbadi, 2005) over a stream summary, behind a count-min filter (conservative update) that
+ * decides who may take a place. Classic Space-Saving gives the least counted place to every
+ * newcomer, so among many light clients nearly every offer is a replacement (two map writes);
+ * here a newcomer takes it only once its estimated count passes the least one, which light
+ * clients seldom do. With `capacity` k after n offers:
+ * - every identity offered more than n/k times is followed (its estimate, never below its true
+ *   count, passes the least count, which is at most n/k);
+ * - a followed identity's `count` is at least its true count and at most `error` above (its
+ *   estimate when it took its place, less one);
+ * - an identity not followed was offered at most `floor` times.
+ * An offer is one filter update and one map lookup; nothing is allocated unless an identity
+ * takes a place.
  *
  * Identities come from clients, so they are bounded in bytes: one longer than
  * `maxIdentityLength` is followed by its SHA-256 instead (`sha256:<hex>`), and the sketch holds
- * at most k × (that length + a constant) whatever clients send.
+ * at most k × (that length + a constant), plus the filter's fixed 8 KB, whatever clients send.
  */
 export class SpaceSaving {
   private readonly entries = new Map<string, Entry>();
@@ -46,6 +66,8 @@ export class SpaceSaving {
   private min: Bucket | undefined;
   private max: Bucket | undefined;
   private offered = 0;
+  /** The count-min filter: FILTER_ROWS rows of FILTER_WIDTH counters, indexed by the identity's hash. */
+  private readonly filter = new Uint32Array(FILTER_ROWS * FILTER_WIDTH);
 
   constructor(
     readonly capacity: number,
@@ -64,7 +86,7 @@ export class SpaceSaving {
    * each with its map slot, its links and (at worst) a count of its own.
    */
   get maxBytes(): number {
-    return this.capacity * (2 * this.maxIdentityLength + ENTRY_OVERHEAD_BYTES);
+    return this.capacity * (2 * this.maxIdentityLength + ENTRY_OVERHEAD_BYTES) + this.filter.byteLength;
   }
 
   /**
@@ -80,23 +102,47 @@ export class SpaceSaving {
     return this.entries.size;
   }
 
-  offer(rawIdentity: string): void {
-    const identity = rawIdentity.length > this.maxIdentityLength ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
+  /**
+   * One more for `rawIdentity`. `hash`: its `identityHash`, if the caller keeps it (the advisor
+   * does, per client), so the identity is not hashed on every offer.
+   */
+  offer(rawIdentity: string, hash?: number): void {
+    const long = rawIdentity.length > this.maxIdentityLength;
+    const identity = long ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
+    const estimate = this.estimateAndCount(hash === undefined || long ? identityHash(identity) : hash);
     this.offered++;
     const known = this.entries.get(identity);
     if (known !== undefined) return this.increment(known);
     if (this.entries.size < this.capacity) {
+      // nobody was ever displaced since the last clear: this is its first offer
       const entry: Entry = { identity, error: 0, bucket: undefined!, prev: undefined, next: undefined };
       this.entries.set(identity, entry);
       return this.attach(entry, this.bucketOfOne());
     }
-    // the least counted identity gives its place, and its count, to the newcomer
-    const victim = this.min!.head!;
+    const least = this.min!;
+    if (estimate <= least.count) return;
+    // the least counted identity gives its place to the newcomer, counted at its estimate
+    const victim = least.head!;
     this.entries.delete(victim.identity);
+    this.detach(victim);
     victim.identity = identity;
-    victim.error = victim.bucket.count;
+    victim.error = estimate - 1;
     this.entries.set(identity, victim);
-    this.increment(victim);
+    this.attach(victim, this.bucketOf(estimate));
+  }
+
+  /**
+   * Adds one to the identity's counters and answers its estimate: the least of them, raised
+   * only where it is the least (conservative update), so it never falls below the true count.
+   */
+  private estimateAndCount(hash: number): number {
+    const filter = this.filter;
+    const a = hash & FILTER_MASK;
+    const b = FILTER_WIDTH + (Math.imul(hash, 0x9e3779b1) >>> (32 - FILTER_BITS));
+    const estimate = Math.min(filter[a], filter[b]) + 1;
+    if (filter[a] < estimate) filter[a] = estimate;
+    if (filter[b] < estimate) filter[b] = estimate;
+    return estimate;
   }
 
   /** The `n` identities with the largest counts, largest first. */
@@ -115,6 +161,24 @@ export class SpaceSaving {
     this.entries.clear();
     this.min = this.max = undefined;
     this.offered = 0;
+    this.filter.fill(0);
+  }
+
+  /** The bucket of `count`, made in its place if there is none (rare: an identity taking a place). */
+  private bucketOf(count: number): Bucket {
+    let before: Bucket | undefined;
+    let after = this.min;
+    while (after !== undefined && after.count < count) {
+      before = after;
+      after = after.next;
+    }
+    if (after !== undefined && after.count === count) return after;
+    const bucket: Bucket = { count, head: undefined, prev: before, next: after };
+    if (before !== undefined) before.next = bucket;
+    else this.min = bucket;
+    if (after !== undefined) after.prev = bucket;
+    else this.max = bucket;
+    return bucket;
   }
 
   /** The bucket of count 1, made at the front if there is none. */

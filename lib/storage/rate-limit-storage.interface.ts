@@ -22,6 +22,8 @@ export interface RateLimitCheck {
    */
   readonly attemptsKey?: string;
   attemptsHint?: number;
+  /** Scratch space of the limit advisor: the key's hash, computed once per check a rule set reuses. */
+  keyHash?: number;
 }
 
 /**

@@ -286,12 +286,16 @@ describeWithBrowser('the advisor dashboard page in Chromium', () => {
         const ranges = [c.clientsDeniedRange, c.requestsDeniedRange].filter((range) => !c.exact && range.low !== range.high);
         expect(await row.locator('.range').allInnerTexts()).toEqual(ranges.map((range) => `${percent(range.low)} – ${percent(range.high)}`));
       }
-      expect(await rows.first().getAttribute('class')).toContain('current');
+      // candidates come sorted by limit: the current one is marked wherever it falls, and only it
+      const marked = await rows.evaluateAll((nodes: { getAttribute(name: string): string | null }[]) =>
+        nodes.filter((node) => (node.getAttribute('class') ?? '').split(' ').includes('current')).map((node) => Number(node.getAttribute('data-limit'))),
+      );
+      expect(marked).toEqual([p.limit]);
     });
 
     it('shows the fixture’s figures as a person reads them', async () => {
       const quotes = section(opened.page, 'QuotesController.getQuote');
-      const current = quotes.locator('table.candidates tbody tr').first();
+      const current = quotes.locator('table.candidates tbody tr[data-limit="100"]');
       expect(await current.locator('td').allInnerTexts()).toEqual(['100current', '0.27%', '0.86%', 'exact']);
       const between = quotes.locator('table.candidates tbody tr[data-limit="120"]');
       expect(await between.locator('td.clients').innerText()).toMatch(/^0\.092%\s+0\.079% – 0\.11%$/);

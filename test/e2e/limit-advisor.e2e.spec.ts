@@ -162,6 +162,17 @@ describe.each(HTTP_PLATFORMS)('the limit advisor on %s', (platform) => {
     });
 
     if (target.name === 'redis') {
+      it('describes its policies again to a Redis that lost them (a restart, FLUSHDB)', async () => {
+        await start();
+        await send('/quotes', { a: 2 });
+        expect((await policy('QuotesController.quotes')).requests).toBe(2);
+        await redis.flush();
+        await send('/quotes', { a: 3 });
+        const report = await policy('QuotesController.quotes');
+        expect(report.requests).toBe(3);
+        expect(report.clients).toBe(1);
+      });
+
       it("counts the attempts the block cache would have refused without asking Redis", async () => {
         // the default block cache: a client Redis denied is refused locally until its window ends
         await start((fake) => new RedisStorage({ url: redis.url, clock: fake.now }));

@@ -67,13 +67,14 @@ describe('policyReport', () => {
 describe('mergeSketches', () => {
   it("adds instances' counts, and an absent identity's possible count to its error", () => {
     const [a, b] = [new SpaceSaving(2), new SpaceSaving(2)];
-    for (const id of ['x', 'x', 'x', 'y', 'z']) a.offer(id); // a is full: z displaced y
-    for (const id of ['x', 'y', 'y']) b.offer(id);
+    for (const id of ['x', 'x', 'x', 'y']) a.offer(id);
+    for (const id of ['x', 'z', 'z']) b.offer(id);
     const view = (sketch: SpaceSaving) => ({ entries: sketch.top(2), floor: sketch.floor });
     const merged = mergeSketches([view(a), view(b)]);
     expect(merged[0]).toEqual({ identity: 'x', requests: 4, error: 0 });
-    // y: 2 on b, absent from a (which may have seen up to its floor, 2)
-    expect(merged.find((entry) => entry.identity === 'y')).toEqual({ identity: 'y', requests: 2, error: 2 });
+    // z: 2 on b, absent from a, which may have seen it up to its floor (1) times; y alike
+    expect(merged.find((entry) => entry.identity === 'z')).toEqual({ identity: 'z', requests: 2, error: 1 });
+    expect(merged.find((entry) => entry.identity === 'y')).toEqual({ identity: 'y', requests: 1, error: 1 });
   });
 });
 

@@ -1,4 +1,4 @@
-// Contenders "ours-memory" and "ours-redis" (BENCH_STORAGE): this library, built at ../dist/esm (the package's ES module build).
+// Contenders "ours-memory" and "ours-redis" (BENCH_STORAGE), and both with the limit advisor on (BENCH_ADVISOR=1): this library, built at ../dist/esm (the package's ES module build).
 import { Controller, Get, Module } from '@nestjs/common';
 import { HeaderKeyResolver, RateLimit, RateLimitModule } from '../../../dist/esm/index.js';
 import { HOT_LIMIT, KEY_HEADER, QUOTE_LIMIT, STORAGE, quote, redisUrl, serve } from './common.js';
@@ -24,6 +24,7 @@ class QuoteController {
   imports: [
     RateLimitModule.forRoot({
       storage: STORAGE === 'redis' ? { type: 'redis', url: redisUrl() } : { type: 'memory', maxKeys: 200_000 },
+      advisor: process.env.BENCH_ADVISOR === '1',
     }),
   ],
   controllers: [QuoteController],

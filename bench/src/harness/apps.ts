@@ -12,6 +12,8 @@ export interface Contender {
   readonly storage: 'none' | 'memory' | 'redis';
   /** Nest's HTTP adapter; Express unless said. */
   readonly platform?: 'express' | 'fastify';
+  /** Ours with the limit advisor on (`advisor: true`): what it adds to the share (scenario P only). */
+  readonly advisor?: boolean;
 }
 
 export const CONTENDERS: readonly Contender[] = [
@@ -24,6 +26,9 @@ export const CONTENDERS: readonly Contender[] = [
   { name: 'ours-redis', app: 'ours', storage: 'redis' },
   // ours on Fastify: only in the profile scenario (P), whose measure does not compare with an Express bare
   { name: 'ours-memory-fastify', app: 'ours', storage: 'memory', platform: 'fastify' },
+  // ours with the limit advisor on: only in the profile scenario (P), beside the same app without it
+  { name: 'ours-memory-advisor', app: 'ours', storage: 'memory', advisor: true },
+  { name: 'ours-redis-advisor', app: 'ours', storage: 'redis', advisor: true },
   { name: 'throttler-memory', app: 'throttler', storage: 'memory' },
   { name: 'throttler-redis', app: 'throttler', storage: 'redis' },
   { name: 'rlf-memory', app: 'rlf', storage: 'memory' },
@@ -50,7 +55,7 @@ export async function startApp(
 ): Promise<RunningApp> {
   const port = await freePort();
   const child = spawn(process.execPath, [...nodeArgs, '--import', LOADER, fileURLToPath(new URL(`../apps/${contender.app}.js`, import.meta.url))], {
-    env: { ...process.env, NODE_ENV: 'production', ...env, PORT: String(port), BENCH_STORAGE: contender.storage, BENCH_PLATFORM: contender.platform ?? 'express' },
+    env: { ...process.env, NODE_ENV: 'production', ...env, PORT: String(port), BENCH_STORAGE: contender.storage, BENCH_PLATFORM: contender.platform ?? 'express', BENCH_ADVISOR: contender.advisor ? '1' : '' },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   running.add(child);

@@ -99,7 +99,10 @@ export function limiterFrames(c: Contender, libDirs: readonly string[]): FrameMa
 export function unusedFeatureFrames(c: Contender, libDirs: readonly string[]): FrameMatcher | undefined {
   if (c.app !== 'ours') return undefined;
   const libraries = libDirs.map((dir) => pathToFileURL(dir.endsWith('/') ? dir : `${dir}/`).href);
-  const unused = /^(observability|health|concurrency|interceptors|service|outcomes)\/|^contexts\/(graphql|ws|rpc)\./;
+  // the advisor counts as unused only where it is off
+  const unused = c.advisor
+    ? /^(observability|health|concurrency|interceptors|service|outcomes)\/|^contexts\/(graphql|ws|rpc)\./
+    : /^(observability|health|concurrency|interceptors|service|outcomes|advisor)\/|^contexts\/(graphql|ws|rpc)\./;
   return (f) => {
     const lib = libraries.find((prefix) => f.url.startsWith(prefix));
     return lib !== undefined && unused.test(f.url.slice(lib.length));
