@@ -2,7 +2,8 @@ import { Module, type DynamicModule, type MiddlewareConsumer, type NestModule } 
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import { GraphQLModule } from '@nestjs/graphql';
 import { TerminusModule } from '@nestjs/terminus';
-import { RateLimitModule, type RateLimitModuleOptions } from '../lib/index.js';
+import { RateLimitModule, type RateLimitAdvisorOptions, type RateLimitModuleOptions } from '../lib/index.js';
+import { AdminGuard } from './admin/admin.guard.js';
 import { AuthController } from './auth/auth.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { ItemsController } from './items/items.controller.js';
@@ -35,6 +36,26 @@ export interface AppModuleOptions {
    * registered, the limiter's instruments are no-ops).
    */
   telemetry?: SampleTelemetry;
+  /**
+   * The limit advisor, and its dashboard at `admin/rate-limits` behind {@link AdminGuard}: `true`
+   * (main.ts turns it on), or options (a test's clock). Off unless asked for: it keeps a second
+   * counter per client and window, which tests counting storage keys would see.
+   */
+  advisor?: boolean | RateLimitAdvisorOptions;
+}
+
+/** Where the advisor's dashboard is served: the page, and its report at `admin/rate-limits/report.json`. */
+export const DASHBOARD_PATH = 'admin/rate-limits';
+
+/**
+ * The advisor shows identities as the limits key them (`ip:<address>`, `user:<id>`), as a demo may:
+ * where identities are personal data, pass `redactIdentities: true` (or `{ secret }` on Redis).
+ * Every limited route is observed unless its `@RateLimit` says `advise: false`, GET /quotes/:symbol
+ * among them (policy `quotes`, with the GraphQL `quote` query and gRPC's GetQuote on its budget).
+ */
+function advisorOptions(advisor: AppModuleOptions['advisor']): Pick<RateLimitModuleOptions, 'advisor' | 'dashboard'> {
+  if (advisor === undefined || advisor === false) return {};
+  return { advisor: advisor === true ? { redactIdentities: false } : { redactIdentities: false, ...advisor }, dashboard: { path: DASHBOARD_PATH, guard: AdminGuard } };
 }
 
 @Module({})
@@ -44,7 +65,7 @@ export class AppModule implements NestModule {
     return {
       module: AppModule,
       imports: [
-        RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' }, ...options.storagePolicy }),
+        RateLimitModule.forRoot({ storage: options.storage ?? { type: 'memory' }, ...options.storagePolicy, ...advisorOptions(options.advisor) }),
         // POST /graphql, schema built in memory; subscriptions over graphql-ws on the same path. Express
         // calls `context` with { req, res }, Fastify with (request, reply): either way the context keeps
         // the response, for the rate-limit headers. graphql-ws calls it with its own context (the socket's

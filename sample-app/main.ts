@@ -37,7 +37,8 @@ if (process.env.ON_STORAGE_ERROR) storagePolicy.onStorageError = process.env.ON_
 // OpenTelemetry before the app: the rate-limit module takes its meter from the global provider when it
 // initializes, and one registered later is never seen. GET /metrics serves what it collects.
 const telemetry = setUpTelemetry();
-const app = await createApp(AppModule.register({ storage, storagePolicy, telemetry }));
+// advisor: the limit advisor, with its dashboard at /admin/rate-limits (admin key: ADMIN_API_KEY)
+const app = await createApp(AppModule.register({ storage, storagePolicy, telemetry, advisor: true }));
 // Closes the Redis connection on SIGTERM/SIGINT, so the process can exit.
 app.enableShutdownHooks();
 // gRPC `Quotes` beside HTTP. inheritAppConfig: the app's global guard (RateLimitModule's) and
@@ -54,6 +55,7 @@ await app.listen(port);
 
 logger.log(`Listening on ${await app.getUrl()} (${platform === 'fastify' ? 'Fastify' : 'Express'})`);
 logger.log(`gRPC on ${grpc.options.url} (package quotes, ${grpc.options.protoPath})`);
+logger.log(`Limit advisor dashboard: ${await app.getUrl()}/admin/rate-limits (x-api-key header or admin_key cookie: ADMIN_API_KEY)`);
 logger.log(`Rate-limit storage: ${redisUrl ? `Redis at ${describeRedis(redisUrl)}` : 'in memory (this process only)'}`);
 
 /** The app on the platform SAMPLE_ADAPTER names; Fastify is loaded only when asked for. */

@@ -3,7 +3,7 @@
 // Each build has its declarations and a package.json naming its module format; no source maps,
 // since lib/*.ts is not shipped. Run by `npm run build` and by `prepack`.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,3 +22,6 @@ for (const { tsconfig, outDir, type } of builds) {
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'package.json'), `${JSON.stringify({ type }, null, 2)}\n`);
 }
+
+// the `nestjs-rate-limiting` bin: npm makes it executable when it installs the package, a checkout has to itself
+chmodSync(join(root, 'dist/esm/cli/main.js'), 0o755);

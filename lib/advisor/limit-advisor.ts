@@ -89,8 +89,8 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
       if (attempts === undefined) continue;
       const usage = this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow);
       const check = checks[i];
-      const keyHash = check.keyHash ?? (check.keyHash = identityHash(check.key));
-      usage.record(result.now, attempts, cost, !decision.allowed, shadow, check.key, keyHash);
+      const handle = check.advisor ?? (check.advisor = { hash: identityHash(check.key) });
+      usage.record(result.now, attempts, cost, !decision.allowed, shadow, check.key, handle);
     }
   }
 

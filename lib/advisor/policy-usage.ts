@@ -1,7 +1,7 @@
 import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 import type { RateLimitMode } from '../rate-limit.options.js';
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
-import { SpaceSaving } from './space-saving.js';
+import { SpaceSaving, type SketchHandle } from './space-saving.js';
 import { UsageHistogram, usageThresholds } from './usage-histogram.js';
 
 /** Time buckets each policy keeps: an hour of 5-minute buckets for windows up to 5 minutes. */
@@ -102,10 +102,10 @@ export class PolicyUsage {
   /**
    * A request decided at `now`: its client had attempted `attempts` units in the window, this
    * request's `cost` included; `refused` by this policy, and let through only in shadow mode.
-   * `key`: the client's storage key for the policy, one string per client, and `keyHash` its
-   * `identityHash`.
+   * `key`: the client's storage key for the policy, one string per client, and `handle` what
+   * the sketch keeps for it.
    */
-  record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string, keyHash: number): void {
+  record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string, handle: SketchHandle): void {
     const index = Math.floor(now / this.meta.bucketMs);
     let bucket = this.current;
     if (bucket.index !== index) {
@@ -126,7 +126,7 @@ export class PolicyUsage {
       sketch.hour = hour;
       sketch.sketch.clear();
     }
-    sketch.sketch.offer(key, keyHash);
+    sketch.sketch.offer(key, handle);
   }
 
   /** Buckets holding time from `since` on, oldest first. */

@@ -16,7 +16,7 @@ export function identityHash(identity: string): number {
 const ENTRY_OVERHEAD_BYTES = 200;
 
 /** One identity the sketch follows. */
-interface Entry {
+export interface Entry {
   identity: string;
   /** How much of its count may belong to the identities it displaced (Space-Saving's ε). */
   error: number;
@@ -33,6 +33,16 @@ interface Bucket {
   next: Bucket | undefined;
 }
 
+/** Where an identity stood at its last offer, kept by the caller: valid while the sketch's membership is unchanged. */
+export interface SketchHandle {
+  /** The identity's `identityHash`, computed once. */
+  readonly hash: number;
+  sketch?: SpaceSaving;
+  /** Its entry then, or null: not followed. */
+  entry?: Entry | null;
+  epoch?: number;
+}
+
 /** A heavy hitter as the sketch reports it. */
 export interface HeavyHitter {
   readonly identity: string;
@@ -45,16 +55,17 @@ export interface HeavyHitter {
  * The heaviest identities of a stream in bounded memory: Space-Saving (Metwally, Agrawal and
  * El Abbadi, 2005) over a stream summary, behind a count-min filter (conservative update) that
  * decides who may take a place. Classic Space-Saving gives the least counted place to every
- * newcomer, so among many light clients nearly every offer is a replacement (two map writes);
- * here a newcomer takes it only once its estimated count passes the least one, which light
- * clients seldom do. With `capacity` k after n offers:
- * - every identity offered more than n/k times is followed (its estimate, never below its true
- *   count, passes the least count, which is at most n/k);
- * - a followed identity's `count` is at least its true count and at most `error` above (its
- *   estimate when it took its place, less one);
- * - an identity not followed was offered at most `floor` times.
+ * newcomer, so among many light clients nearly every offer is a replacement (two map writes,
+ * and every caller's cached place made stale). Here a newcomer takes a place only once its
+ * estimated count, never below its true count, passes the `floor`: the larger of the least
+ * count and n/k. Light clients never do. With `capacity` k after n offers:
+ * - every identity offered more than `floor` times is followed;
+ * - an identity not followed was offered at most `floor` times;
+ * - a followed identity's `count` is at least its true count and at most `error` above: a
+ *   newcomer is counted at the floor plus one, its error the floor.
  * An offer is one filter update and one map lookup; nothing is allocated unless an identity
- * takes a place.
+ * takes a place. A caller that keeps a `SketchHandle` per identity (the advisor keeps one per
+ * client) skips the lookup while no identity has taken or lost a place since its last offer.
  *
  * Identities come from clients, so they are bounded in bytes: one longer than
  * `maxIdentityLength` is followed by its SHA-256 instead (`sha256:<hex>`), and the sketch holds
@@ -66,6 +77,8 @@ export class SpaceSaving {
   private min: Bucket | undefined;
   private max: Bucket | undefined;
   private offered = 0;
+  /** Counts changes of membership (an identity taking or losing a place): handles older than it are stale. */
+  private epoch = 0;
   /** The count-min filter: FILTER_ROWS rows of FILTER_WIDTH counters, indexed by the identity's hash. */
   private readonly filter = new Uint32Array(FILTER_ROWS * FILTER_WIDTH);
 
@@ -90,11 +103,12 @@ export class SpaceSaving {
   }
 
   /**
-   * The most an identity it does not follow can have been offered: the smallest count once the
-   * sketch is full, 0 before. What another sketch's absent identity adds to a merge's error.
+   * The most an identity it does not follow can have been offered: the larger of the smallest
+   * count and n/k once the sketch is full, 0 before. What another sketch's absent identity adds
+   * to a merge's error.
    */
   get floor(): number {
-    return this.entries.size < this.capacity ? 0 : (this.min?.count ?? 0);
+    return this.entries.size < this.capacity ? 0 : Math.max(this.min!.count, Math.floor(this.offered / this.capacity));
   }
 
   /** How many identities it follows (at most `capacity`). */
@@ -103,32 +117,57 @@ export class SpaceSaving {
   }
 
   /**
-   * One more for `rawIdentity`. `hash`: its `identityHash`, if the caller keeps it (the advisor
-   * does, per client), so the identity is not hashed on every offer.
+   * One more for `rawIdentity`. `handle`: what the caller keeps for this identity (the advisor
+   * does, per client), so it is neither hashed nor looked up on every offer.
    */
-  offer(rawIdentity: string, hash?: number): void {
+  offer(rawIdentity: string, handle?: SketchHandle): void {
     const long = rawIdentity.length > this.maxIdentityLength;
-    const identity = long ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
-    const estimate = this.estimateAndCount(hash === undefined || long ? identityHash(identity) : hash);
+    const estimate = this.estimateAndCount(handle === undefined || long ? identityHash(rawIdentity) : handle.hash);
     this.offered++;
+    if (handle !== undefined && handle.sketch === this && handle.epoch === this.epoch && !long) {
+      // nobody took or lost a place since this identity's last offer: where it stood, it stands
+      if (handle.entry) return this.increment(handle.entry);
+      if (estimate <= this.floor) return;
+    }
+    const identity = long ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
     const known = this.entries.get(identity);
-    if (known !== undefined) return this.increment(known);
+    if (known !== undefined) {
+      this.increment(known);
+      if (handle !== undefined) this.remember(handle, known);
+      return;
+    }
     if (this.entries.size < this.capacity) {
-      // nobody was ever displaced since the last clear: this is its first offer
+      // nobody was ever refused a place since the last clear: this is its first offer
       const entry: Entry = { identity, error: 0, bucket: undefined!, prev: undefined, next: undefined };
       this.entries.set(identity, entry);
-      return this.attach(entry, this.bucketOfOne());
+      this.attach(entry, this.bucketOfOne());
+      this.epoch++;
+      if (handle !== undefined) this.remember(handle, entry);
+      return;
     }
-    const least = this.min!;
-    if (estimate <= least.count) return;
-    // the least counted identity gives its place to the newcomer, counted at its estimate
-    const victim = least.head!;
+    const floor = this.floor;
+    if (estimate <= floor) {
+      if (handle !== undefined) this.remember(handle, null);
+      return;
+    }
+    // the least counted identity gives its place to the newcomer. Until now it was refused (it
+    // had at most the floor then, and the floor never falls) or dropped (at most the least count
+    // then): so it has at most the floor plus this offer.
+    const victim = this.min!.head!;
     this.entries.delete(victim.identity);
     this.detach(victim);
     victim.identity = identity;
-    victim.error = estimate - 1;
+    victim.error = floor;
     this.entries.set(identity, victim);
-    this.attach(victim, this.bucketOf(estimate));
+    this.attach(victim, this.bucketOf(floor + 1));
+    this.epoch++;
+    if (handle !== undefined) this.remember(handle, victim);
+  }
+
+  private remember(handle: SketchHandle, entry: Entry | null): void {
+    handle.sketch = this;
+    handle.entry = entry;
+    handle.epoch = this.epoch;
   }
 
   /**
@@ -161,6 +200,7 @@ export class SpaceSaving {
     this.entries.clear();
     this.min = this.max = undefined;
     this.offered = 0;
+    this.epoch++;
     this.filter.fill(0);
   }
 

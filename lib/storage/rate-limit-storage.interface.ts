@@ -1,6 +1,7 @@
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
 import type { RateLimitResult } from './rate-limit-decision.js';
+import type { SketchHandle } from '../advisor/space-saving.js';
 
 /** Injection token of the storage the guard uses. */
 export const RATE_LIMIT_STORAGE = Symbol('RATE_LIMIT_STORAGE');
@@ -22,8 +23,8 @@ export interface RateLimitCheck {
    */
   readonly attemptsKey?: string;
   attemptsHint?: number;
-  /** Scratch space of the limit advisor: the key's hash, computed once per check a rule set reuses. */
-  keyHash?: number;
+  /** Scratch space of the limit advisor, kept on the checks a rule set reuses per client. */
+  advisor?: SketchHandle;
 }
 
 /**

@@ -12,6 +12,7 @@ import { cp, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('./fixtures', import.meta.url));
@@ -178,9 +179,10 @@ describe('the packed tarball', () => {
     expect(others).toEqual([]);
   });
 
-  it('has the same modules, each with its declarations, in both builds', () => {
+  it('has the same modules, each with its declarations, in both builds (the CLI, an ES module, in the ESM one only)', () => {
     const build = (dir: string) => packedFiles.filter((file) => file.startsWith(`dist/${dir}/`)).map((file) => file.slice(dir.length + 6));
-    expect(build('cjs')).toEqual(build('esm'));
+    expect(build('cjs')).toEqual(build('esm').filter((file) => !file.startsWith('cli/')));
+    expect(build('esm')).toEqual(expect.arrayContaining(['cli/main.js', 'cli/report-command.js', 'cli/report-table.js']));
     const js = build('esm').filter((file) => file.endsWith('.js') && !file.endsWith('.d.js'));
     expect(js.map((file) => file.replace(/\.js$/, '.d.ts')).filter((dts) => !build('esm').includes(dts))).toEqual([]);
   });
@@ -214,6 +216,12 @@ describe.each(APPS)('installed in the $name app', (fixture) => {
       expect(app.loaded).toEqual(expect.arrayContaining([expect.stringMatching(inPackage('cjs', 'index.js'))]));
       expect(app.loaded!.filter((file) => !file.includes(`/node_modules/${PACKAGE}/dist/cjs/`))).toEqual([]);
     }
+  });
+
+  it('installs the nestjs-rate-limiting command, which runs', async () => {
+    const { stdout } = await promisify(execFile)(join(dir, 'node_modules', '.bin', 'nestjs-rate-limiting'), ['--help'], { timeout: 20_000 });
+    expect(stdout).toMatch(/^Usage: nestjs-rate-limiting <command>/);
+    expect(stdout).toContain('report');
   });
 
   it('answers GET /quote twice with rate-limit headers, then 429 with Retry-After and a JSON body', async () => {

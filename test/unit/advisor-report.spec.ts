@@ -72,8 +72,10 @@ describe('mergeSketches', () => {
     const view = (sketch: SpaceSaving) => ({ entries: sketch.top(2), floor: sketch.floor });
     const merged = mergeSketches([view(a), view(b)]);
     expect(merged[0]).toEqual({ identity: 'x', requests: 4, error: 0 });
-    // z: 2 on b, absent from a, which may have seen it up to its floor (1) times; y alike
-    expect(merged.find((entry) => entry.identity === 'z')).toEqual({ identity: 'z', requests: 2, error: 1 });
+    // z: 2 on b, absent from a, which may have seen it up to its floor (max(1, 4/2) = 2) times;
+    // y: 1 on a, absent from b (floor max(1, 3/2) = 1)
+    expect([a.floor, b.floor]).toEqual([2, 1]);
+    expect(merged.find((entry) => entry.identity === 'z')).toEqual({ identity: 'z', requests: 2, error: 2 });
     expect(merged.find((entry) => entry.identity === 'y')).toEqual({ identity: 'y', requests: 1, error: 1 });
   });
 });
