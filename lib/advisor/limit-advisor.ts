@@ -87,10 +87,10 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
       const decision = decisions[i];
       const attempts = decision.attempts;
       if (attempts === undefined) continue;
-      const usage = this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow);
       const check = checks[i];
-      const handle = check.advisor ?? (check.advisor = { hash: identityHash(check.key) });
-      usage.record(result.now, attempts, cost, !decision.allowed, shadow, check.key, handle);
+      // kept on the check (one per client and rule): its policy and its place in the sketch
+      const handle = check.advisor ?? (check.advisor = { hash: identityHash(check.key), owner: this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow) });
+      (handle.owner as PolicyUsage).record(result.now, attempts, cost, !decision.allowed, shadow, check.key, handle);
     }
   }
 

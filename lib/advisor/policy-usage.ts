@@ -71,8 +71,13 @@ export class PolicyUsage {
   readonly meta: PolicyMeta;
   readonly buckets: UsageBucket[] = [];
   readonly sketches: HourSketch[];
-  /** The bucket recorded last: the next request almost always falls in it. */
+  /** The bucket recorded last, and the time it covers: the next request almost always falls in it. */
   private current: UsageBucket;
+  private currentStart = 0;
+  private currentEnd = 0;
+  /** The sketch of the hour recorded last, from `sketchStart`. */
+  private currentSketch: SpaceSaving;
+  private sketchStart = -Infinity;
   /**
    * Client-windows that reached each threshold, and requests refused, in buckets this instance
    * has let go (rotated out, or added to Redis): with the live buckets, a total that only grows,
@@ -96,6 +101,7 @@ export class PolicyUsage {
     for (let i = 0; i < RETAINED_BUCKETS; i++) this.buckets.push(new UsageBucket(thresholds));
     this.current = this.buckets[0];
     this.sketches = [0, 1].map(() => ({ hour: -1, sketch: new SpaceSaving(trackedIdentities) }));
+    this.currentSketch = this.sketches[0].sketch;
     this.reachedBefore = new Float64Array(thresholds.length);
   }
 
@@ -106,12 +112,15 @@ export class PolicyUsage {
    * the sketch keeps for it.
    */
   record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string, handle: SketchHandle): void {
-    const index = Math.floor(now / this.meta.bucketMs);
     let bucket = this.current;
-    if (bucket.index !== index) {
-      const found = this.bucketFor(index);
+    // a comparison, not a division, while the bucket lasts
+    if (now < this.currentStart || now >= this.currentEnd) {
+      const { bucketMs } = this.meta;
+      const found = this.bucketFor(Math.floor(now / bucketMs));
       if (found === undefined) return;
       bucket = this.current = found;
+      this.currentStart = found.index * bucketMs;
+      this.currentEnd = this.currentStart + bucketMs;
     }
     bucket.histogram.record(attempts, cost);
     if (refused) {
@@ -119,14 +128,19 @@ export class PolicyUsage {
       else bucket.denied++;
     }
     bucket.dirty = true;
-    const hour = Math.floor(now / SKETCH_MS);
-    const sketch = this.sketches[hour & 1];
-    if (sketch.hour !== hour) {
-      if (sketch.hour > hour) return;
-      sketch.hour = hour;
-      sketch.sketch.clear();
+    let sketch = this.currentSketch;
+    if (now < this.sketchStart || now >= this.sketchStart + SKETCH_MS) {
+      const hour = Math.floor(now / SKETCH_MS);
+      const entry = this.sketches[hour & 1];
+      if (entry.hour !== hour) {
+        if (entry.hour > hour) return;
+        entry.hour = hour;
+        entry.sketch.clear();
+      }
+      sketch = this.currentSketch = entry.sketch;
+      this.sketchStart = hour * SKETCH_MS;
     }
-    sketch.sketch.offer(key, handle);
+    sketch.offer(key, handle);
   }
 
   /** Buckets holding time from `since` on, oldest first. */

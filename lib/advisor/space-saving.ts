@@ -37,6 +37,8 @@ interface Bucket {
 export interface SketchHandle {
   /** The identity's `identityHash`, computed once. */
   readonly hash: number;
+  /** The caller's own use: the advisor's policy of the check. */
+  readonly owner?: unknown;
   sketch?: SpaceSaving;
   /** Its entry then, or null: not followed. */
   entry?: Entry | null;

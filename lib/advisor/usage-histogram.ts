@@ -129,6 +129,8 @@ export class UsageHistogram {
   /** The largest k with `thresholds[k] <= count`; -1 below the first. */
   private indexOf(count: number): number {
     const thresholds = this.thresholds;
+    // every count up to 16 is a threshold (usageThresholds): most clients' counts, found at once
+    if (count >= 1 && count <= 16 && count <= thresholds.length && thresholds[count - 1] === count) return count - 1;
     let low = 0;
     let high = thresholds.length - 1;
     if (count < thresholds[0]) return -1;

@@ -12,9 +12,6 @@ import type { RateLimitRule } from './rate-limit-rule.js';
  */
 const MAX_CACHED_IDENTITY = 96;
 
-/** After a rule's key, the key of the attempts the limit advisor counts (no rule key ends so). */
-export const ATTEMPTS_SUFFIX = ':o';
-
 /**
  * The rules checked together for one request: their `RateLimit-Policy` value, built once, and
  * the storage keys of recent clients. Reusing one key string per client lets storages find it
@@ -74,8 +71,8 @@ export class RuleSet {
     const base = storageKeyBase(this.keyPrefix, identity);
     return this.rules.map((rule) => {
       const key = flatJoin(base, rule.keySuffix);
-      if (rule.observed !== true) return { key, rule, hint: -1 };
-      return { key, rule, hint: -1, attemptsKey: flatJoin(key, ATTEMPTS_SUFFIX), attemptsHint: -1 };
+      // an observed check has its advisor field from the start: one shape, whatever the advisor adds later
+      return rule.observed === true ? { key, rule, hint: -1, advisor: undefined } : { key, rule, hint: -1 };
     });
   }
 }

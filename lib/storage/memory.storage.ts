@@ -68,6 +68,8 @@ export class MemoryStorage implements RateLimitStorage {
   private readonly slots: number[] = [];
   private readonly wasBlocked: boolean[] = [];
   private readonly attempts: (number | undefined)[] = [];
+  /** Per slot, the limit advisor's attempts: when their window ends, and their count. */
+  private attemptsOf?: Float64Array;
 
   constructor(options: MemoryStorageOptions = {}) {
     const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
@@ -90,7 +92,7 @@ export class MemoryStorage implements RateLimitStorage {
     if (allowed) {
       // Keys that have a slot first: making room for a new key must not free a slot still to be written.
       for (let i = 0; i < checks.length; i++) if (this.slots[i] >= 0) this.commit(checks[i], this.slots[i], now, cost, this.outcomes[i]);
-      for (let i = 0; i < checks.length; i++) if (this.slots[i] < 0) this.commit(checks[i], -1, now, cost, this.outcomes[i]);
+      for (let i = 0; i < checks.length; i++) if (this.slots[i] < 0) this.slots[i] = this.commit(checks[i], -1, now, cost, this.outcomes[i]);
     } else {
       for (let i = 0; i < checks.length; i++) {
         const { rule } = checks[i];
@@ -108,11 +110,13 @@ export class MemoryStorage implements RateLimitStorage {
     let observed = false;
     for (let i = 0; i < checks.length; i++) {
       const check = checks[i];
-      if (check.attemptsKey === undefined) {
+      if (check.rule.observed !== true) {
         this.attempts[i] = undefined;
         continue;
       }
-      this.attempts[i] = this.countAttempt(check, check.attemptsKey, now, cost);
+      // a fresh key refused outright (a cost past the capacity) has no slot yet: its attempts need one
+      if (this.slots[i] < 0) this.slots[i] = this.attemptsOnlySlot(check, now);
+      this.attempts[i] = this.countAttempt(this.slots[i], check.rule.windowMs, now, cost);
       observed = true;
     }
     return settleCheck(checks, now, cost, this.outcomes, true, now, observed ? this.attempts : undefined);
@@ -120,28 +124,30 @@ export class MemoryStorage implements RateLimitStorage {
 
   /**
    * The limit advisor's count of the units a client attempted in the rule's fixed window
-   * (aligned on the epoch), this check's included whatever its verdict. Its own slot holds when
-   * the window ends, which window it is, and the count; after the commits, so making room for it
-   * frees no slot still to be written.
+   * (aligned on the epoch), this check's included whatever its verdict, beside the key's state
+   * (`attemptsOf`: when the window ends, and the count). Allocated with the first observed check.
    */
-  private countAttempt(check: RateLimitCheck, key: string, now: number, cost: number): number {
-    const hint = check.attemptsHint;
-    let slot: number;
-    if (hint !== undefined && hint >= 0 && this.keyOf[hint] === key) slot = hint;
-    else {
-      slot = this.slotOf.get(key) ?? -1;
-      if (slot < 0) slot = this.allocate(key, now, true);
-      check.attemptsHint = slot;
-    }
-    const { windowMs } = check.rule;
-    const window = Math.floor(now / windowMs);
-    const at = slot * STATE_STRIDE;
-    const count = this.state[at] > now && this.state[at + 1] === window ? this.state[at + 2] + cost : cost;
-    this.state[at] = (window + 1) * windowMs;
-    this.state[at + 1] = window;
-    this.state[at + 2] = count;
-    this.flags[slot] = USED;
+  private countAttempt(slot: number, windowMs: number, now: number, cost: number): number {
+    const attempts = (this.attemptsOf ??= new Float64Array(this.capacity * 2));
+    const at = slot * 2;
+    const end = (Math.floor(now / windowMs) + 1) * windowMs;
+    const count = attempts[at] === end ? attempts[at + 1] + cost : cost;
+    attempts[at] = end;
+    attempts[at + 1] = count;
     return count;
+  }
+
+  private attemptsOnlySlot(check: RateLimitCheck, now: number): number {
+    const owned = check.hint !== undefined;
+    const slot = this.allocate(check.key, now, owned);
+    if (owned) check.hint = slot;
+    this.flags[slot] = USED;
+    return slot;
+  }
+
+  /** Whether the key's slot still counts attempts of a window not over (it must outlive its state). */
+  private countsAttempts(slot: number, now: number): boolean {
+    return this.attemptsOf !== undefined && this.attemptsOf[slot * 2] > now;
   }
 
   peek(checks: readonly RateLimitCheck[], cost: number): RateLimitResult {
@@ -185,7 +191,7 @@ export class MemoryStorage implements RateLimitStorage {
       const log = algorithm.log ? (live ? (this.logs[slot] ??= []) : []) : undefined;
       if (!change(algorithm, rule, live ? slot * STATE_STRIDE : -1, out, log)) continue;
       if (out.expiresAt <= now) {
-        if (slot >= 0) this.freeSlot(key, slot);
+        if (slot >= 0) this.forget(key, slot, now);
         continue;
       }
       if (slot < 0) slot = this.allocate(key, now);
@@ -195,10 +201,19 @@ export class MemoryStorage implements RateLimitStorage {
   }
 
   reset(checks: readonly RateLimitCheck[]): void {
+    const now = this.clock();
     for (const { key } of checks) {
       const slot = this.slotOf.get(key);
-      if (slot !== undefined) this.freeSlot(key, slot);
+      if (slot !== undefined) this.forget(key, slot, now);
     }
+  }
+
+  /** Drops the key's state (and block); a slot still counting attempts keeps them, as Redis keeps their key. */
+  private forget(key: string, slot: number, now: number): void {
+    if (!this.countsAttempts(slot, now)) return this.freeSlot(key, slot);
+    this.state.fill(0, slot * STATE_STRIDE, (slot + 1) * STATE_STRIDE);
+    this.flags[slot] &= ~BLOCKED;
+    this.logs[slot] = undefined;
   }
 
   block(checks: readonly RateLimitCheck[], durationMs: number): void {
@@ -246,7 +261,7 @@ export class MemoryStorage implements RateLimitStorage {
       const slot = this.sweepAt;
       this.sweepAt = slot + 1 >= end ? 0 : slot + 1;
       const key = this.keyOf[slot];
-      if (key !== undefined && this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now) this.freeSlot(key, slot);
+      if (key !== undefined && this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now && !this.countsAttempts(slot, now)) this.freeSlot(key, slot);
     }
   }
 
@@ -265,9 +280,11 @@ export class MemoryStorage implements RateLimitStorage {
     this.nextSlot = 0;
     this.state.fill(0);
     this.flags.fill(0);
+    this.attemptsOf?.fill(0);
   }
 
-  private commit(check: RateLimitCheck, known: number, now: number, cost: number, out: AlgorithmOutcome): void {
+  /** Stores an admitted outcome; returns the key's slot. */
+  private commit(check: RateLimitCheck, known: number, now: number, cost: number, out: AlgorithmOutcome): number {
     let slot = known;
     if (slot < 0) {
       // a check with a hint comes from a rule set, whose keys are flat strings of their own
@@ -282,6 +299,7 @@ export class MemoryStorage implements RateLimitStorage {
       const entries = live ? (this.logs[slot] ??= []) : (this.logs[slot] = []);
       log.commit(entries, now, cost, out);
     }
+    return slot;
   }
 
   private store(slot: number, out: AlgorithmOutcome): void {
@@ -326,7 +344,7 @@ export class MemoryStorage implements RateLimitStorage {
       this.handAt = slot + 1 >= end ? 0 : slot + 1;
       const key = this.keyOf[slot];
       if (key === undefined) continue;
-      if ((this.flags[slot] & USED) !== 0 && this.state[slot * STATE_STRIDE] > now) {
+      if ((this.flags[slot] & USED) !== 0 && (this.state[slot * STATE_STRIDE] > now || this.countsAttempts(slot, now))) {
         this.flags[slot] &= ~USED;
         continue;
       }
@@ -341,6 +359,7 @@ export class MemoryStorage implements RateLimitStorage {
     this.state[slot * STATE_STRIDE] = 0;
     this.flags[slot] = 0;
     this.logs[slot] = undefined;
+    if (this.attemptsOf !== undefined) this.attemptsOf[slot * 2] = 0;
     this.freeSlots.push(slot);
   }
 
@@ -352,6 +371,11 @@ export class MemoryStorage implements RateLimitStorage {
     flags.set(this.flags);
     this.state = state;
     this.flags = flags;
+    if (this.attemptsOf !== undefined) {
+      const attempts = new Float64Array(capacity * 2);
+      attempts.set(this.attemptsOf);
+      this.attemptsOf = attempts;
+    }
     this.capacity = capacity;
   }
 

@@ -17,12 +17,6 @@ export interface RateLimitCheck {
    * may see one check.
    */
   hint?: number;
-  /**
-   * Set by a rule set for a rule the limit advisor follows (`rule.observed`): where a storage
-   * without key derivation of its own (MemoryStorage) counts the check's attempts, and its hint.
-   */
-  readonly attemptsKey?: string;
-  attemptsHint?: number;
   /** Scratch space of the limit advisor, kept on the checks a rule set reuses per client. */
   advisor?: SketchHandle;
 }

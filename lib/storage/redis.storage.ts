@@ -128,6 +128,8 @@ export class RedisStorage implements RateLimitStorage {
   /** Whether the restore is being tried again until it goes through (a Cluster that lost a node). */
   private followingFailover = false;
   private closed = false;
+  /** Each observed check's attempts, as the reply gives them (see `settle`). */
+  private readonly attempts: (number | undefined)[] = [];
 
   constructor(options: RedisStorageOptions = {}) {
     if (options.client) {
@@ -372,11 +374,14 @@ export class RedisStorage implements RateLimitStorage {
         }
         let counted: (number | undefined)[] | undefined;
         if (batch.observed) {
-          counted = new Array(checks.length);
+          // scratch, read by settleCheck before the next check of the batch
+          counted = this.attempts;
           for (let i = 0; i < checks.length; i++) {
-            if (checks[i].rule.observed !== true) continue;
-            counted[i] = attempts.readDoubleLE(attemptAt);
-            attemptAt += 8;
+            if (checks[i].rule.observed !== true) counted[i] = undefined;
+            else {
+              counted[i] = attempts.readDoubleLE(attemptAt);
+              attemptAt += 8;
+            }
           }
         }
         const result = settleCheck(checks, sentAt, cost, outcomes, true, chargedAt, counted);

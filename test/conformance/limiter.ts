@@ -1,5 +1,4 @@
 import type { AlgorithmName, RateLimitResult, RateLimitStorage } from '../../lib/index.js';
-import { ATTEMPTS_SUFFIX } from '../../lib/rules/rule-set.js';
 import type { RateLimitCheck } from '../../lib/storage/rate-limit-storage.interface.js';
 import { bindRules } from '../../lib/rules/bind-rules.js';
 import { parseRate } from '../../lib/rules/parse-rate.js';
@@ -27,12 +26,9 @@ export function keyOf(client: string, rule: RateLimitRule): string {
 }
 
 /** Checks `rules` for `client` on `storage`, always as a promise. */
-/** The checks of `rules` for `client`, with where the advisor's attempts go for an observed rule (as RuleSet builds them). */
+/** The checks of `rules` for `client`. */
 export function checksOf(rules: readonly RateLimitRule[], client: string): RateLimitCheck[] {
-  return rules.map((rule) => {
-    const key = keyOf(client, rule);
-    return rule.observed ? { key, rule, attemptsKey: `${key}${ATTEMPTS_SUFFIX}` } : { key, rule };
-  });
+  return rules.map((rule) => ({ key: keyOf(client, rule), rule }));
 }
 
 export function checker(storage: RateLimitStorage, rules: readonly RateLimitRule[], client = 'client') {
