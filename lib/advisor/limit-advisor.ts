@@ -5,14 +5,13 @@ import { RATE_LIMIT_METRICS, RateLimitMetrics } from '../observability/rate-limi
 import { ThrottledLogger } from '../resilience/throttled-logger.js';
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 import type { RateLimitResult } from '../storage/rate-limit-decision.js';
-import { RATE_LIMIT_STORAGE, type RateLimitCheck, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
+import { RATE_LIMIT_STORAGE, type ObservedCheck, type RateLimitCheck, type RateLimitStorage } from '../storage/rate-limit-storage.interface.js';
 import { RedisStorage } from '../storage/redis.storage.js';
 import type { AdvisorReport, AdvisorTimelinePoint } from './advisor-report.js';
 import { AdvisorStore } from './advisor-store.js';
 import { identityOfKey, mergeSketches, redactIdentity } from './heavy-hitters.js';
 import { checkQuery, DEFAULT_PERIOD_MS, policyReport, type AdvisorQuery, type PolicyFigures } from './policy-report.js';
 import { PolicyUsage } from './policy-usage.js';
-import { identityHash } from './space-saving.js';
 import { UsageHistogram } from './usage-histogram.js';
 
 /**
@@ -87,10 +86,14 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
       const decision = decisions[i];
       const attempts = decision.attempts;
       if (attempts === undefined) continue;
-      const check = checks[i];
-      // kept on the check (one per client and rule): its policy and its place in the sketch
-      const handle = check.advisor ?? (check.advisor = { hash: identityHash(check.key), owner: this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow) });
-      (handle.owner as PolicyUsage).record(result.now, attempts, cost, !decision.allowed, shadow, check.key, handle);
+      // a rule set builds an observed rule's check with the advisor's fields (RuleSet.build)
+      const check = checks[i] as ObservedCheck;
+      let usage = check.advisorPolicy as PolicyUsage | undefined;
+      if (usage === undefined) {
+        if (check.sketchHash === undefined) continue; // not from a rule set: nothing to keep its place with
+        usage = check.advisorPolicy = this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow);
+      }
+      usage.record(result.now, attempts, cost, !decision.allowed, shadow, check.key, check);
     }
   }
 

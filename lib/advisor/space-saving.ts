@@ -33,16 +33,17 @@ interface Bucket {
   next: Bucket | undefined;
 }
 
-/** Where an identity stood at its last offer, kept by the caller: valid while the sketch's membership is unchanged. */
+/**
+ * Where an identity stood at its last offer, kept by the caller (the advisor: on the client's
+ * check itself, which the request has just touched): valid while the sketch's membership is unchanged.
+ */
 export interface SketchHandle {
   /** The identity's `identityHash`, computed once. */
-  readonly hash: number;
-  /** The caller's own use: the advisor's policy of the check. */
-  readonly owner?: unknown;
-  sketch?: SpaceSaving;
+  sketchHash: number;
+  sketch: SpaceSaving | undefined;
   /** Its entry then, or null: not followed. */
-  entry?: Entry | null;
-  epoch?: number;
+  sketchEntry: Entry | null;
+  sketchEpoch: number;
 }
 
 /** A heavy hitter as the sketch reports it. */
@@ -124,11 +125,11 @@ export class SpaceSaving {
    */
   offer(rawIdentity: string, handle?: SketchHandle): void {
     const long = rawIdentity.length > this.maxIdentityLength;
-    const estimate = this.estimateAndCount(handle === undefined || long ? identityHash(rawIdentity) : handle.hash);
+    const estimate = this.estimateAndCount(handle === undefined || long ? identityHash(rawIdentity) : handle.sketchHash);
     this.offered++;
-    if (handle !== undefined && handle.sketch === this && handle.epoch === this.epoch && !long) {
+    if (handle !== undefined && handle.sketch === this && handle.sketchEpoch === this.epoch && !long) {
       // nobody took or lost a place since this identity's last offer: where it stood, it stands
-      if (handle.entry) return this.increment(handle.entry);
+      if (handle.sketchEntry !== null) return this.increment(handle.sketchEntry);
       if (estimate <= this.floor) return;
     }
     const identity = long ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
@@ -168,8 +169,8 @@ export class SpaceSaving {
 
   private remember(handle: SketchHandle, entry: Entry | null): void {
     handle.sketch = this;
-    handle.entry = entry;
-    handle.epoch = this.epoch;
+    handle.sketchEntry = entry;
+    handle.sketchEpoch = this.epoch;
   }
 
   /**

@@ -1,6 +1,7 @@
 import { policyHeader, withUniqueNames } from '../headers/rate-limit-headers.js';
 import { storageKeyBase } from '../keys/storage-key.js';
-import type { RateLimitCheck } from '../storage/rate-limit-storage.interface.js';
+import type { ObservedCheck, RateLimitCheck } from '../storage/rate-limit-storage.interface.js';
+import { identityHash } from '../advisor/space-saving.js';
 import { flatCopy } from '../utils/flat-copy.js';
 import type { ChecksByIdentity, ChecksCache } from './checks-cache.js';
 import type { RateLimitRule } from './rate-limit-rule.js';
@@ -71,8 +72,10 @@ export class RuleSet {
     const base = storageKeyBase(this.keyPrefix, identity);
     return this.rules.map((rule) => {
       const key = flatJoin(base, rule.keySuffix);
-      // an observed check has its advisor field from the start: one shape, whatever the advisor adds later
-      return rule.observed === true ? { key, rule, hint: -1, advisor: undefined } : { key, rule, hint: -1 };
+      if (rule.observed !== true) return { key, rule, hint: -1 };
+      // every field from the start: one shape for every observed check
+      const observed: ObservedCheck = { key, rule, hint: -1, advisorPolicy: undefined, sketchHash: identityHash(key), sketch: undefined, sketchEntry: null, sketchEpoch: -1 };
+      return observed;
     });
   }
 }

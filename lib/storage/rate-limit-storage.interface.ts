@@ -17,8 +17,16 @@ export interface RateLimitCheck {
    * may see one check.
    */
   hint?: number;
-  /** Scratch space of the limit advisor, kept on the checks a rule set reuses per client. */
-  advisor?: SketchHandle;
+}
+
+/**
+ * A check of a rule the limit advisor follows, as a rule set builds it: with the advisor's
+ * scratch space (its policy, and the client's place in its heavy-hitters sketch), kept on the
+ * check the request has just used rather than on an object of its own that would be cold.
+ */
+export interface ObservedCheck extends RateLimitCheck, SketchHandle {
+  /** The advisor's record of the rule's policy, once it has seen it. */
+  advisorPolicy: unknown;
 }
 
 /**
