@@ -81,7 +81,8 @@ describe('the sample app as separate processes, on Express and on Fastify, on on
         // Exactness must not rest on a timeout holding on a busy machine: a generous one, and 'deny',
         // so a check that still fails is a 503 counted apart, charged nowhere (its script runs late
         // or not at all, and then does nothing), instead of a request let through uncounted.
-        env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform, STORAGE_TIMEOUT: '1000', ON_STORAGE_ERROR: 'deny' },
+        // an admin key of its own, as a deployment has: the demo key would be warned about
+        env: { ...process.env, PORT: String(port), GRPC_PORT: String(grpcPort), REDIS_URL: redis.url, SAMPLE_ADAPTER: platform, STORAGE_TIMEOUT: '1000', ON_STORAGE_ERROR: 'deny', ADMIN_API_KEY: 'multi-instance-admin-key' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const instance: Instance = { platform, port, child, log: '' };
@@ -123,10 +124,14 @@ describe('the sample app as separate processes, on Express and on Fastify, on on
     const unexplained = complaints.filter((line) => !(count(503) > 0 && /did not answer in time; applying the 'deny' failure policy/.test(line)));
     expect({ ok: count(200), refused: count(429) + count(503), unexplained }).toEqual({ ok: LIMIT, refused: REQUESTS - LIMIT, unexplained: [] });
 
-    // One counter for the client, in Redis, at exactly the limit.
-    // Every instance derived the same route id from the route's name, and logged it at start-up.
+    // One counter for the client, in Redis, at exactly the limit; and the limit advisor's count of
+    // its attempts (npm start runs with the advisor on), every one of the 600, whichever instance
+    // took it. Every instance derived the same route id from the route's name, and logged it at start-up.
     const key = `rl:{ip:127.0.0.1}:${routeId('ItemsController.findAll')}:fw1m`;
-    expect(await admin.keys('*')).toEqual([key]);
+    const attempts = `${key}:o${windowStart}`;
+    // the advisor's own figures (rl:advisor:...) arrive with each instance's flush
+    expect((await admin.keys('*')).filter((name) => !name.startsWith('rl:advisor:')).sort()).toEqual([key, attempts]);
+    expect(await admin.get(attempts)).toBe(String(REQUESTS));
     for (const { log } of instances) expect(log).toContain(`ItemsController.findAll → rl:{…}:${routeId('ItemsController.findAll')}:fw1m`);
     // fixed-window state: the count, then the window's number in 9 digits
     expect(await admin.get(key)).toBe(`${LIMIT}${String((windowStart + 1) % 1e9).padStart(9, '0')}`);
