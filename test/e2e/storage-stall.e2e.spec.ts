@@ -73,6 +73,33 @@ describe.each(HTTP_PLATFORMS)('no charge after a reported failure, on %s', (plat
     await quote('ana').expect(429);
   });
 
+  it("the limit advisor counts no attempt of a request answered 503 while Redis was paused", async () => {
+    const observed = await createScenarioApp(
+      [StallController],
+      { storage: new RedisStorage({ url: redis.url, clock: clock.now }), storageTimeout: TIMEOUT, circuitBreaker: { failureThreshold: 100 }, advisor: { clock: clock.now } },
+      { platform },
+    );
+    try {
+      const ask = () => request(observed.getHttpServer()).get('/quote').set('x-client', 'bo');
+      await ask().expect(200);
+      await stall(async () => {
+        for (let i = 0; i < 5; i++) await ask().expect(503);
+      });
+      // the counter Redis keeps beside the client's state: the admitted request alone, not the 5
+      // checks that ran, late, once it woke
+      const admin = redis.client();
+      const counters = await admin.keys('rl:{x-client:bo}:*:o*');
+      expect(counters).toHaveLength(1);
+      expect(await admin.get(counters[0])).toBe('1');
+      await ask().expect(200);
+      expect(await admin.get(counters[0])).toBe('2');
+      const { policies } = await observed.get(RateLimitService).advisorReport();
+      expect(policies.map(({ name, requests }) => ({ name, requests }))).toEqual([{ name: 'stall', requests: 2 }]);
+    } finally {
+      await observed.close();
+    }
+  });
+
   it('a penalty rejected while Redis is frozen never applies, so retrying it counts it once', async () => {
     await quote('bob').expect(200);
     redis.freeze();
