@@ -12,6 +12,7 @@ import { AdvisorStore } from './advisor-store.js';
 import { identityOfKey, mergeSketches, redactIdentity } from './heavy-hitters.js';
 import { checkQuery, DEFAULT_PERIOD_MS, policyReport, type AdvisorQuery, type PolicyFigures } from './policy-report.js';
 import { PolicyUsage } from './policy-usage.js';
+import { ObservationLog, REFUSED, SHADOW } from './observation-log.js';
 import { UsageHistogram } from './usage-histogram.js';
 
 /**
@@ -19,8 +20,9 @@ import { UsageHistogram } from './usage-histogram.js';
  * the count the storage returns with every check of an observed rule (`RateLimitDecision.attempts`),
  * and answers what any candidate limit would have refused (`report`).
  *
- * On the request path: one method call per observed check, a histogram increment and a sketch
- * offer; nothing when the advisor is off (the guard asks `RuleSet.observed` first). On Redis,
+ * On the request path: one entry per observed check in a log (ObservationLog), recorded into the
+ * histograms and sketches many at a time; nothing when the advisor is off (the guard asks
+ * `RuleSet.observed` first). On Redis,
  * each instance adds its figures to shared counters every `flushInterval`, off the request
  * path, and reports read them back, so the figures are every instance's, summed exactly.
  */
@@ -35,6 +37,8 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private readonly flushLog = new ThrottledLogger(LimitAdvisor.name);
+  /** Observations not yet recorded (see ObservationLog). */
+  private readonly log = new ObservationLog();
 
   constructor(
     @Inject(RATE_LIMIT_CONFIG) private readonly config: RateLimitConfig,
@@ -62,6 +66,7 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
       this.timer.unref();
     }
     this.metrics.observeClientUsage((observe) => {
+      this.drain();
       for (const usage of this.byId.values()) {
         const totals = usage.reachedBefore.slice();
         for (const bucket of usage.buckets) for (let k = 0; k < totals.length; k++) totals[k] += bucket.histogram.reached[k];
@@ -85,20 +90,37 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
     for (let i = 0; i < decisions.length; i++) {
       const decision = decisions[i];
       const attempts = decision.attempts;
-      if (attempts === undefined) continue;
       // a rule set builds an observed rule's check with the advisor's fields (RuleSet.build)
       const check = checks[i] as ObservedCheck;
-      let usage = check.advisorPolicy as PolicyUsage | undefined;
+      if (attempts === undefined || check.sketchHash === undefined) continue;
+      const flags = (decision.allowed ? 0 : REFUSED) | (shadow ? SHADOW : 0);
+      if (this.log.add(check, result.now, attempts, cost, flags)) this.drain();
+    }
+  }
+
+  /** Records the logged observations into their policies' figures, in the order they came. */
+  drain(): void {
+    const { log } = this;
+    const { figures, flags, size } = log;
+    // emptied first: whatever happens below, no observation is recorded twice
+    log.size = 0;
+    for (let at = 0; at < size; at++) {
+      let usage = log.policies[at] as PolicyUsage | undefined;
       if (usage === undefined) {
-        if (check.sketchHash === undefined) continue; // not from a rule set: nothing to keep its place with
-        usage = check.advisorPolicy = this.byRule.get(decision.rule) ?? this.policyOf(decision.rule, shadow);
+        // the check's first observation: the only time it is read again
+        const check = log.checks[at]!;
+        usage = check.advisorPolicy as PolicyUsage | undefined;
+        usage ??= check.advisorPolicy = this.byRule.get(check.rule) ?? this.policyOf(check.rule, (flags[at] & SHADOW) !== 0);
       }
-      usage.record(result.now, attempts, cost, !decision.allowed, shadow, check.key, check);
+      const f = at * 4;
+      usage.record(figures[f], figures[f + 1], figures[f + 2], (flags[at] & REFUSED) !== 0, (flags[at] & SHADOW) !== 0, log.keys[at]!, figures[f + 3]);
+      log.checks[at] = log.policies[at] = log.keys[at] = undefined;
     }
   }
 
   /** Adds what this instance saw to Redis now (without Redis: nothing to do). Reports call it first. */
   flush(): Promise<void> {
+    this.drain();
     const store = this.store;
     if (store === undefined) return Promise.resolve();
     // one flush at a time: two would send the same deltas twice
@@ -119,6 +141,7 @@ export class LimitAdvisor implements OnApplicationBootstrap, OnApplicationShutdo
         figures.push({ meta: local?.meta ?? meta, ...(await this.store.figures(meta, now, periodMs)) });
       }
     } else {
+      this.drain();
       for (const usage of this.byId.values()) figures.push(this.localFigures(usage, now, periodMs));
     }
     return {

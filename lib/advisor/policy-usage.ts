@@ -1,7 +1,7 @@
 import type { AlgorithmName } from '../algorithms/algorithm.interface.js';
 import type { RateLimitMode } from '../rate-limit.options.js';
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
-import { SpaceSaving, type SketchHandle } from './space-saving.js';
+import { SpaceSaving } from './space-saving.js';
 import { UsageHistogram, usageThresholds } from './usage-histogram.js';
 
 /** Time buckets each policy keeps: an hour of 5-minute buckets for windows up to 5 minutes. */
@@ -108,10 +108,10 @@ export class PolicyUsage {
   /**
    * A request decided at `now`: its client had attempted `attempts` units in the window, this
    * request's `cost` included; `refused` by this policy, and let through only in shadow mode.
-   * `key`: the client's storage key for the policy, one string per client, and `handle` what
-   * the sketch keeps for it.
+   * `key`: the client's storage key for the policy, one string per client, and `hash` its
+   * `identityHash`.
    */
-  record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string, handle: SketchHandle): void {
+  record(now: number, attempts: number, cost: number, refused: boolean, shadow: boolean, key: string, hash: number): void {
     let bucket = this.current;
     // a comparison, not a division, while the bucket lasts
     if (now < this.currentStart || now >= this.currentEnd) {
@@ -140,7 +140,7 @@ export class PolicyUsage {
       sketch = this.currentSketch = entry.sketch;
       this.sketchStart = hour * SKETCH_MS;
     }
-    sketch.offer(key, handle);
+    sketch.offer(key, hash);
   }
 
   /** Buckets holding time from `since` on, oldest first. */

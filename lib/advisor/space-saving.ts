@@ -12,12 +12,26 @@ export function identityHash(identity: string): number {
   return hash >>> 0;
 }
 
+/**
+ * The marks of followed identities: counters by a third position of the hash, raised when an
+ * identity takes a place and lowered when it loses it. An identity whose mark is 0 is not
+ * followed, which spares most offers the map lookup.
+ */
+const MARK_BITS = 11;
+
+/** An identity's mark among `MARK_BITS` bits' worth of counters. */
+function markOf(hash: number): number {
+  return Math.imul(hash, 0x85ebca6b) >>> (32 - MARK_BITS);
+}
+
 /** An entry's object, its map slot, its count's bucket and a string header, about (V8, 64-bit). */
 const ENTRY_OVERHEAD_BYTES = 200;
 
 /** One identity the sketch follows. */
 export interface Entry {
   identity: string;
+  /** Its place among the marks (`markOf` of the hash it was offered with). */
+  mark: number;
   /** How much of its count may belong to the identities it displaced (Space-Saving's ε). */
   error: number;
   bucket: Bucket;
@@ -31,19 +45,6 @@ interface Bucket {
   head: Entry | undefined;
   prev: Bucket | undefined;
   next: Bucket | undefined;
-}
-
-/**
- * Where an identity stood at its last offer, kept by the caller (the advisor: on the client's
- * check itself, which the request has just touched): valid while the sketch's membership is unchanged.
- */
-export interface SketchHandle {
-  /** The identity's `identityHash`, computed once. */
-  sketchHash: number;
-  sketch: SpaceSaving | undefined;
-  /** Its entry then, or null: not followed. */
-  sketchEntry: Entry | null;
-  sketchEpoch: number;
 }
 
 /** A heavy hitter as the sketch reports it. */
@@ -66,13 +67,14 @@ export interface HeavyHitter {
  * - an identity not followed was offered at most `floor` times;
  * - a followed identity's `count` is at least its true count and at most `error` above: a
  *   newcomer is counted at the floor plus one, its error the floor.
- * An offer is one filter update and one map lookup; nothing is allocated unless an identity
- * takes a place. A caller that keeps a `SketchHandle` per identity (the advisor keeps one per
- * client) skips the lookup while no identity has taken or lost a place since its last offer.
+ * An offer is one filter update and a look at the identity's mark; only an identity that may be
+ * followed, or may take a place, is looked up. Nothing is allocated unless an identity takes a
+ * place. A caller that hashed the identity once (the advisor does, per client) passes its hash.
  *
  * Identities come from clients, so they are bounded in bytes: one longer than
  * `maxIdentityLength` is followed by its SHA-256 instead (`sha256:<hex>`), and the sketch holds
- * at most k × (that length + a constant), plus the filter's fixed 8 KB, whatever clients send.
+ * at most k × (that length + a constant), plus the filter's and the marks' fixed 12 KB, whatever
+ * clients send.
  */
 export class SpaceSaving {
   private readonly entries = new Map<string, Entry>();
@@ -80,10 +82,12 @@ export class SpaceSaving {
   private min: Bucket | undefined;
   private max: Bucket | undefined;
   private offered = 0;
-  /** Counts changes of membership (an identity taking or losing a place): handles older than it are stale. */
-  private epoch = 0;
+  /** Whether every place is taken (`entries.size === capacity`), kept as a field for the offers' fast path. */
+  private full = false;
   /** The count-min filter: FILTER_ROWS rows of FILTER_WIDTH counters, indexed by the identity's hash. */
   private readonly filter = new Uint32Array(FILTER_ROWS * FILTER_WIDTH);
+  /** Followed identities by mark (see MARK_BITS). */
+  private readonly marks = new Uint16Array(1 << MARK_BITS);
 
   constructor(
     readonly capacity: number,
@@ -102,7 +106,7 @@ export class SpaceSaving {
    * each with its map slot, its links and (at worst) a count of its own.
    */
   get maxBytes(): number {
-    return this.capacity * (2 * this.maxIdentityLength + ENTRY_OVERHEAD_BYTES) + this.filter.byteLength;
+    return this.capacity * (2 * this.maxIdentityLength + ENTRY_OVERHEAD_BYTES) + this.filter.byteLength + this.marks.byteLength;
   }
 
   /**
@@ -111,7 +115,7 @@ export class SpaceSaving {
    * to a merge's error.
    */
   get floor(): number {
-    return this.entries.size < this.capacity ? 0 : Math.max(this.min!.count, Math.floor(this.offered / this.capacity));
+    return !this.full ? 0 : Math.max(this.min!.count, Math.floor(this.offered / this.capacity));
   }
 
   /** How many identities it follows (at most `capacity`). */
@@ -119,58 +123,40 @@ export class SpaceSaving {
     return this.entries.size;
   }
 
-  /**
-   * One more for `rawIdentity`. `handle`: what the caller keeps for this identity (the advisor
-   * does, per client), so it is neither hashed nor looked up on every offer.
-   */
-  offer(rawIdentity: string, handle?: SketchHandle): void {
-    const long = rawIdentity.length > this.maxIdentityLength;
-    const estimate = this.estimateAndCount(handle === undefined || long ? identityHash(rawIdentity) : handle.sketchHash);
+  /** One more for `rawIdentity`; `hash`: its `identityHash`, if the caller keeps it. */
+  offer(rawIdentity: string, hash = identityHash(rawIdentity)): void {
+    const estimate = this.estimateAndCount(hash);
     this.offered++;
-    if (handle !== undefined && handle.sketch === this && handle.sketchEpoch === this.epoch && !long) {
-      // nobody took or lost a place since this identity's last offer: where it stood, it stands
-      if (handle.sketchEntry !== null) return this.increment(handle.sketchEntry);
-      if (estimate <= this.floor) return;
-    }
-    const identity = long ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
+    const mark = markOf(hash);
+    // not followed (its mark is 0), and short of a place: most offers end here
+    if (this.full && this.marks[mark] === 0 && estimate <= this.floor) return;
+    const identity = rawIdentity.length > this.maxIdentityLength ? `sha256:${createHash('sha256').update(rawIdentity).digest('hex')}` : rawIdentity;
     const known = this.entries.get(identity);
-    if (known !== undefined) {
-      this.increment(known);
-      if (handle !== undefined) this.remember(handle, known);
-      return;
-    }
-    if (this.entries.size < this.capacity) {
+    if (known !== undefined) return this.increment(known);
+    if (!this.full) {
       // nobody was ever refused a place since the last clear: this is its first offer
-      const entry: Entry = { identity, error: 0, bucket: undefined!, prev: undefined, next: undefined };
+      const entry: Entry = { identity, mark, error: 0, bucket: undefined!, prev: undefined, next: undefined };
       this.entries.set(identity, entry);
+      this.marks[mark]++;
+      this.full = this.entries.size === this.capacity;
       this.attach(entry, this.bucketOfOne());
-      this.epoch++;
-      if (handle !== undefined) this.remember(handle, entry);
       return;
     }
     const floor = this.floor;
-    if (estimate <= floor) {
-      if (handle !== undefined) this.remember(handle, null);
-      return;
-    }
+    if (estimate <= floor) return;
     // the least counted identity gives its place to the newcomer. Until now it was refused (it
     // had at most the floor then, and the floor never falls) or dropped (at most the least count
     // then): so it has at most the floor plus this offer.
     const victim = this.min!.head!;
     this.entries.delete(victim.identity);
+    this.marks[victim.mark]--;
     this.detach(victim);
     victim.identity = identity;
+    victim.mark = mark;
     victim.error = floor;
     this.entries.set(identity, victim);
+    this.marks[mark]++;
     this.attach(victim, this.bucketOf(floor + 1));
-    this.epoch++;
-    if (handle !== undefined) this.remember(handle, victim);
-  }
-
-  private remember(handle: SketchHandle, entry: Entry | null): void {
-    handle.sketch = this;
-    handle.sketchEntry = entry;
-    handle.sketchEpoch = this.epoch;
   }
 
   /**
@@ -203,8 +189,9 @@ export class SpaceSaving {
     this.entries.clear();
     this.min = this.max = undefined;
     this.offered = 0;
-    this.epoch++;
+    this.full = false;
     this.filter.fill(0);
+    this.marks.fill(0);
   }
 
   /** The bucket of `count`, made in its place if there is none (rare: an identity taking a place). */

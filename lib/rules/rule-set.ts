@@ -70,11 +70,13 @@ export class RuleSet {
 
   private build(identity: string): readonly RateLimitCheck[] {
     const base = storageKeyBase(this.keyPrefix, identity);
+    // each policy has a sketch of its own: the identity alone tells its clients apart
+    let hash: number | undefined;
     return this.rules.map((rule) => {
       const key = flatJoin(base, rule.keySuffix);
       if (rule.observed !== true) return { key, rule, hint: -1 };
       // every field from the start: one shape for every observed check
-      const observed: ObservedCheck = { key, rule, hint: -1, advisorPolicy: undefined, sketchHash: identityHash(key), sketch: undefined, sketchEntry: null, sketchEpoch: -1 };
+      const observed: ObservedCheck = { key, rule, hint: -1, advisorPolicy: undefined, sketchHash: (hash ??= identityHash(identity)) };
       return observed;
     });
   }

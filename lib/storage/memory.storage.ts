@@ -20,6 +20,8 @@ const USED = 1;
 const BLOCKED = 2;
 /** Entries the expiry sweep looks at per check: enough to keep up with insertions, cheap enough to ignore. */
 const RECLAIM_PER_CHECK = 2;
+/** Numbers per slot once the limit advisor counts attempts: the state, then the attempts' window end and count. */
+const OBSERVED_STRIDE = STATE_STRIDE + 2;
 const INITIAL_SLOTS = 1_024;
 /**
  * How long an expired key keeps its slot before the sweep frees it. A busy client of a generous
@@ -33,7 +35,8 @@ const SWEEP_GRACE_MS = 5_000;
  * In-process storage: O(1) per rule, no timers, nothing allocated per check beyond its result.
  *
  * Layout: a `Map` from key to slot number, every slot's state in one `Float64Array` (four
- * numbers a key) and its key in an array, so a key costs its string, a map entry and 40 bytes. Keys are stored flat,
+ * numbers a key, six once the limit advisor counts its attempts) and its key in an array, so a key costs its
+ * string, a map entry and 40 bytes (56 with the advisor). Keys are stored flat,
  * never as a concatenation or a slice of something larger. Sliding-window logs, whose size varies, live in a
  * side array by slot.
  *
@@ -68,8 +71,12 @@ export class MemoryStorage implements RateLimitStorage {
   private readonly slots: number[] = [];
   private readonly wasBlocked: boolean[] = [];
   private readonly attempts: (number | undefined)[] = [];
-  /** Per slot, the limit advisor's attempts: when their window ends, and their count. */
-  private attemptsOf?: Float64Array;
+  /**
+   * Numbers per slot in `state`: the algorithm's STATE_STRIDE, and from the first check of a rule
+   * the limit advisor follows, two more for its attempts (when their window ends, and their
+   * count), beside the state so a check reads one place.
+   */
+  private stride = STATE_STRIDE;
 
   constructor(options: MemoryStorageOptions = {}) {
     const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
@@ -125,16 +132,25 @@ export class MemoryStorage implements RateLimitStorage {
   /**
    * The limit advisor's count of the units a client attempted in the rule's fixed window
    * (aligned on the epoch), this check's included whatever its verdict, beside the key's state
-   * (`attemptsOf`: when the window ends, and the count). Allocated with the first observed check.
+   * (the two numbers after it in `state`: when the window ends, and the count).
    */
   private countAttempt(slot: number, windowMs: number, now: number, cost: number): number {
-    const attempts = (this.attemptsOf ??= new Float64Array(this.capacity * 2));
-    const at = slot * 2;
+    if (this.stride === STATE_STRIDE) this.relayout(OBSERVED_STRIDE);
+    const state = this.state;
+    const at = slot * OBSERVED_STRIDE + STATE_STRIDE;
     const end = (Math.floor(now / windowMs) + 1) * windowMs;
-    const count = attempts[at] === end ? attempts[at + 1] + cost : cost;
-    attempts[at] = end;
-    attempts[at + 1] = count;
+    const count = state[at] === end ? state[at + 1] + cost : cost;
+    state[at] = end;
+    state[at + 1] = count;
     return count;
+  }
+
+  /** Moves every slot's numbers to a layout of `stride` per slot (the advisor's, once). */
+  private relayout(stride: number): void {
+    const state = new Float64Array(this.capacity * stride);
+    for (let slot = 0; slot < this.capacity; slot++) state.set(this.state.subarray(slot * this.stride, slot * this.stride + STATE_STRIDE), slot * stride);
+    this.state = state;
+    this.stride = stride;
   }
 
   private attemptsOnlySlot(check: RateLimitCheck, now: number): number {
@@ -147,7 +163,7 @@ export class MemoryStorage implements RateLimitStorage {
 
   /** Whether the key's slot still counts attempts of a window not over (it must outlive its state). */
   private countsAttempts(slot: number, now: number): boolean {
-    return this.attemptsOf !== undefined && this.attemptsOf[slot * 2] > now;
+    return this.stride !== STATE_STRIDE && this.state[slot * this.stride + STATE_STRIDE] > now;
   }
 
   peek(checks: readonly RateLimitCheck[], cost: number): RateLimitResult {
@@ -186,10 +202,10 @@ export class MemoryStorage implements RateLimitStorage {
       const { key, rule } = checks[i];
       const algorithm = getAlgorithm(rule.algorithm);
       let slot = this.slotOf.get(key) ?? -1;
-      const live = slot >= 0 && this.state[slot * STATE_STRIDE] > now;
+      const live = slot >= 0 && this.state[slot * this.stride] > now;
       const out = this.outcomes[i];
       const log = algorithm.log ? (live ? (this.logs[slot] ??= []) : []) : undefined;
-      if (!change(algorithm, rule, live ? slot * STATE_STRIDE : -1, out, log)) continue;
+      if (!change(algorithm, rule, live ? slot * this.stride : -1, out, log)) continue;
       if (out.expiresAt <= now) {
         if (slot >= 0) this.forget(key, slot, now);
         continue;
@@ -211,7 +227,7 @@ export class MemoryStorage implements RateLimitStorage {
   /** Drops the key's state (and block); a slot still counting attempts keeps them, as Redis keeps their key. */
   private forget(key: string, slot: number, now: number): void {
     if (!this.countsAttempts(slot, now)) return this.freeSlot(key, slot);
-    this.state.fill(0, slot * STATE_STRIDE, (slot + 1) * STATE_STRIDE);
+    this.state.fill(0, slot * this.stride, slot * this.stride + STATE_STRIDE);
     this.flags[slot] &= ~BLOCKED;
     this.logs[slot] = undefined;
   }
@@ -234,7 +250,7 @@ export class MemoryStorage implements RateLimitStorage {
         slot = this.slotOf.get(key) ?? -1;
         if (hint !== undefined) check.hint = slot;
       }
-      const at = slot >= 0 && this.state[slot * STATE_STRIDE] > now ? slot * STATE_STRIDE : -1;
+      const at = slot >= 0 && this.state[slot * this.stride] > now ? slot * this.stride : -1;
       const out = (this.outcomes[i] ??= new AlgorithmOutcome());
       this.slots[i] = slot;
       this.wasBlocked[i] = at >= 0 && (this.flags[slot] & BLOCKED) !== 0;
@@ -261,14 +277,14 @@ export class MemoryStorage implements RateLimitStorage {
       const slot = this.sweepAt;
       this.sweepAt = slot + 1 >= end ? 0 : slot + 1;
       const key = this.keyOf[slot];
-      if (key !== undefined && this.state[slot * STATE_STRIDE] + SWEEP_GRACE_MS <= now && !this.countsAttempts(slot, now)) this.freeSlot(key, slot);
+      if (key !== undefined && this.state[slot * this.stride] + SWEEP_GRACE_MS <= now && !this.countsAttempts(slot, now)) this.freeSlot(key, slot);
     }
   }
 
   /** When the state under `key` stops mattering, in ms since the epoch; like Redis `PEXPIRETIME`. */
   expiresAt(key: string): number | undefined {
     const slot = this.slotOf.get(key);
-    return slot === undefined ? undefined : this.state[slot * STATE_STRIDE];
+    return slot === undefined ? undefined : this.state[slot * this.stride];
   }
 
   clear(): void {
@@ -280,7 +296,6 @@ export class MemoryStorage implements RateLimitStorage {
     this.nextSlot = 0;
     this.state.fill(0);
     this.flags.fill(0);
-    this.attemptsOf?.fill(0);
   }
 
   /** Stores an admitted outcome; returns the key's slot. */
@@ -292,7 +307,7 @@ export class MemoryStorage implements RateLimitStorage {
       slot = this.allocate(check.key, now, owned);
       if (owned) check.hint = slot;
     }
-    const live = this.state[slot * STATE_STRIDE] > now;
+    const live = this.state[slot * this.stride] > now;
     this.store(slot, out);
     const { log } = getAlgorithm(check.rule.algorithm);
     if (log) {
@@ -303,7 +318,7 @@ export class MemoryStorage implements RateLimitStorage {
   }
 
   private store(slot: number, out: AlgorithmOutcome): void {
-    const at = slot * STATE_STRIDE;
+    const at = slot * this.stride;
     this.state[at] = out.expiresAt;
     this.state[at + 1] = out.a;
     this.state[at + 2] = out.b;
@@ -314,7 +329,7 @@ export class MemoryStorage implements RateLimitStorage {
   /** Replaces the key's state with a block ending at `ends`; returns its slot. */
   private writeBlock(key: string, known: number, ends: number, now: number): number {
     const slot = known >= 0 ? known : this.allocate(key, now);
-    const at = slot * STATE_STRIDE;
+    const at = slot * this.stride;
     this.state.fill(0, at, at + STATE_STRIDE);
     this.state[at] = ends;
     this.flags[slot] = USED | BLOCKED;
@@ -344,7 +359,7 @@ export class MemoryStorage implements RateLimitStorage {
       this.handAt = slot + 1 >= end ? 0 : slot + 1;
       const key = this.keyOf[slot];
       if (key === undefined) continue;
-      if ((this.flags[slot] & USED) !== 0 && (this.state[slot * STATE_STRIDE] > now || this.countsAttempts(slot, now))) {
+      if ((this.flags[slot] & USED) !== 0 && (this.state[slot * this.stride] > now || this.countsAttempts(slot, now))) {
         this.flags[slot] &= ~USED;
         continue;
       }
@@ -356,26 +371,21 @@ export class MemoryStorage implements RateLimitStorage {
   private freeSlot(key: string, slot: number): void {
     this.slotOf.delete(key);
     this.keyOf[slot] = undefined;
-    this.state[slot * STATE_STRIDE] = 0;
+    this.state[slot * this.stride] = 0;
     this.flags[slot] = 0;
     this.logs[slot] = undefined;
-    if (this.attemptsOf !== undefined) this.attemptsOf[slot * 2] = 0;
+    if (this.stride !== STATE_STRIDE) this.state[slot * this.stride + STATE_STRIDE] = 0;
     this.freeSlots.push(slot);
   }
 
   private grow(): void {
     const capacity = Math.min(Math.max(INITIAL_SLOTS, this.capacity * 2), Math.max(this.maxKeys, this.nextSlot));
-    const state = new Float64Array(capacity * STATE_STRIDE);
+    const state = new Float64Array(capacity * this.stride);
     state.set(this.state);
     const flags = new Uint8Array(capacity);
     flags.set(this.flags);
     this.state = state;
     this.flags = flags;
-    if (this.attemptsOf !== undefined) {
-      const attempts = new Float64Array(capacity * 2);
-      attempts.set(this.attemptsOf);
-      this.attemptsOf = attempts;
-    }
     this.capacity = capacity;
   }
 

@@ -1,7 +1,6 @@
 import type { RateLimitRule } from '../rules/rate-limit-rule.js';
 import type { ConcurrencyDecision } from '../concurrency/concurrency-decision.js';
 import type { RateLimitResult } from './rate-limit-decision.js';
-import type { SketchHandle } from '../advisor/space-saving.js';
 
 /** Injection token of the storage the guard uses. */
 export const RATE_LIMIT_STORAGE = Symbol('RATE_LIMIT_STORAGE');
@@ -20,13 +19,14 @@ export interface RateLimitCheck {
 }
 
 /**
- * A check of a rule the limit advisor follows, as a rule set builds it: with the advisor's
- * scratch space (its policy, and the client's place in its heavy-hitters sketch), kept on the
- * check the request has just used rather than on an object of its own that would be cold.
+ * A check of a rule the limit advisor follows, as a rule set builds it: with what the advisor
+ * keeps per client, on the check the request has used rather than on an object of its own.
  */
-export interface ObservedCheck extends RateLimitCheck, SketchHandle {
+export interface ObservedCheck extends RateLimitCheck {
   /** The advisor's record of the rule's policy, once it has seen it. */
   advisorPolicy: unknown;
+  /** The client identity's `identityHash`, computed once: where the heavy-hitters sketch counts the client. */
+  readonly sketchHash: number;
 }
 
 /**

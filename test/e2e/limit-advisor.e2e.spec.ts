@@ -111,6 +111,20 @@ describe.each(HTTP_PLATFORMS)('the limit advisor on %s', (platform) => {
       expect(report.timeline.reduce((sum, point) => sum + point.denied, 0)).toBe(22);
     });
 
+    it('records every request through its log: drained when full and before a report, none lost and none twice', async () => {
+      await start();
+      // 1,300 requests: the log (OBSERVATION_LOG_CAPACITY, 512) fills twice, and 276 wait for the report
+      const clients = Array.from({ length: 130 }, (_, i) => `client-${i}`);
+      for (let round = 0; round < 10; round++) {
+        await Promise.all(clients.map((client) => request(app.getHttpServer()).get('/quotes').set('x-client', client).expect(200)));
+      }
+      const report = await policy('QuotesController.quotes');
+      expect([report.clients, report.requests, report.denied]).toEqual([130, 1300, 0]);
+      // each client reached 10, and none went past it
+      expect(at(report, 5)).toMatchObject({ exact: true, clientsDenied: 1, requestsDenied: 650 / 1300 });
+      expect(at(report, 10)).toMatchObject({ exact: true, clientsDenied: 0, requestsDenied: 0 });
+    });
+
     it('tells a shadow policy\'s would-be refusals apart from real ones', async () => {
       await start();
       await send('/search', LOAD);

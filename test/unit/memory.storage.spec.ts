@@ -124,3 +124,30 @@ describe('MemoryStorage (fixed window)', () => {
     expect(() => new MemoryStorage({ maxKeys: 1.5 })).toThrow(/maxKeys/);
   });
 });
+
+describe('MemoryStorage with the limit advisor', () => {
+  it("keeps every key's state when the first observed check makes room for attempts beside it, and counts them apart", () => {
+    const clock = new FakeClock(Date.UTC(2030, 0, 1, 0, 0, 5));
+    const storage = new MemoryStorage({ clock: clock.now });
+    const plain = rule(3, 60_000);
+    const observed: RateLimitRule = { ...rule(2, 60_000, 'observed'), keySuffix: 't:obs', observed: true };
+    // 2,000 keys: past the first 1,024 slots, so the layout grows before it is changed
+    for (let i = 0; i < 2_000; i++) storage.check([check(`k${i}`, plain)], 2);
+    const first = storage.check([check('client', observed)], 1).decisions[0];
+    expect([first.allowed, first.attempts]).toEqual([true, 1]);
+    // every plain key kept its count through the change: one unit left, then refused
+    for (const i of [0, 1_023, 1_024, 1_999]) {
+      expect(storage.check([check(`k${i}`, plain)], 1).decisions[0]).toMatchObject({ allowed: true, remaining: 0 });
+      expect(storage.check([check(`k${i}`, plain)], 1).allowed).toBe(false);
+    }
+    // attempts count refused ones too, and start again with the window
+    const attempts = [2, 3, 4].map(() => storage.check([check('client', observed)], 1).decisions[0]);
+    expect(attempts.map((d) => [d.allowed, d.attempts])).toEqual([[true, 2], [false, 3], [false, 4]]);
+    // and keys added after the change grow the new layout with their state intact
+    for (let i = 2_000; i < 5_000; i++) storage.check([check(`k${i}`, plain)], 3);
+    expect(storage.check([check('k4999', plain)], 1).allowed).toBe(false);
+    expect(storage.check([check('client', observed)], 1).decisions[0].attempts).toBe(5);
+    clock.advance(60_000);
+    expect(storage.check([check('client', observed)], 1).decisions[0]).toMatchObject({ allowed: true, attempts: 1 });
+  });
+});
