@@ -148,7 +148,9 @@ export class MemoryStorage implements RateLimitStorage {
   /** Moves every slot's numbers to a layout of `stride` per slot (the advisor's, once). */
   private relayout(stride: number): void {
     const state = new Float64Array(this.capacity * stride);
-    for (let slot = 0; slot < this.capacity; slot++) state.set(this.state.subarray(slot * this.stride, slot * this.stride + STATE_STRIDE), slot * stride);
+    for (let slot = 0; slot < this.capacity; slot++) {
+      for (let k = 0; k < STATE_STRIDE; k++) state[slot * stride + k] = this.state[slot * this.stride + k];
+    }
     this.state = state;
     this.stride = stride;
   }
